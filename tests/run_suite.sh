@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite (README command 2 runs this through `make test`).
+# 1. nbdev hygiene: nbdev_clean and nbdev_export must leave no diff.
+# 2. nbdev_test: every notebook top to bottom with the tiny preset (IN_TEST=1).
+# 3. pytest tests/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg
+start=$(date +%s)
+
+before=$(git status --porcelain -- nbs avsl_nbdev)
+$BIN/nbdev_clean
+$BIN/nbdev_export
+after=$(git status --porcelain -- nbs avsl_nbdev)
+if [ "$before" != "$after" ]; then
+  echo "FAIL: nbdev_clean/nbdev_export changed files; run them and commit the result:" >&2
+  diff <(echo "$before") <(echo "$after") >&2 || true
+  git --no-pager diff --stat -- nbs avsl_nbdev >&2
+  exit 1
+fi
+echo "nbdev hygiene: ok ($(( $(date +%s) - start )) s)"
+
+$BIN/nbdev_test --n_workers 2 --timing
+echo "nbdev_test: ok ($(( $(date +%s) - start )) s)"
+
+set +e
+$BIN/python -m pytest tests/ -q
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi
+echo "whole suite: $(( $(date +%s) - start )) s"
+exit $rc
