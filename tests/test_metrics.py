@@ -146,3 +146,11 @@ def test_trivial_baselines():
     assert r['ciou50'] == 1.0 and r['auc'] == 1.0 and r['mse'] == 0.0
     full = evaluate_maps(trivial_maps('full', gt), gt)
     assert full['mean_ciou'] == pytest.approx((16 / 256 + 1) / 2)
+
+
+def test_score_trivial_on_the_benchmark(tiny_bench):
+    from avsl_nbdev.data import AVSLDataset
+    from avsl_nbdev.metrics import score_trivial
+    res = score_trivial(AVSLDataset(tiny_bench['val']), batch_size=16)
+    assert res['gt_box']['ciou50'] == 1.0 and res['gt_box']['fpr95'] == 0.0
+    assert res['full']['fpr95'] == 1.0 and res['full']['n'] == res['gt_box']['n'] > 0

@@ -1,0 +1,48 @@
+"""Encoders: shapes, normalisation, registry errors, local weights (never downloaded), object pretraining."""
+import pytest
+import torch
+
+from avsl_nbdev.core import ConfigError
+from avsl_nbdev.encoders import (AVEncoder, build_audio, build_visual, audio_names, ObjectPretrainConfig,
+                                 object_images, pretrain_visual, SmallCNN)
+
+
+@pytest.mark.parametrize('audio', [n for n in audio_names() if n.endswith('-small')])
+def test_shapes_and_unit_norm(audio):
+    B = 2
+    batch = {'image': torch.randn(B, 3, 64, 64), 'wave': torch.randn(B, 1, 16000) * .1, 'spec': torch.randn(B, 1, 64, 101)}
+    (v,), (a,) = AVEncoder('cnn', audio, dim=16)(batch)
+    assert v.shape == (B, 16, 4, 4) and a.shape == (B, 16)
+    assert torch.allclose(v.norm(dim=1), torch.ones(B, 4, 4), atol=1e-5)
+    assert torch.allclose(a.norm(dim=1), torch.ones(B), atol=1e-5)
+
+
+def test_registry_errors_list_the_names():
+    with pytest.raises(ConfigError, match='vggish-small'):
+        build_audio('mfcc')
+    with pytest.raises(ConfigError, match='resnet18'):
+        build_visual('vit')
+    assert type(build_audio('V-small')).__name__ == 'AudioVGGish'
+
+
+def test_local_weights(tmp_path):
+    src = SmallCNN()
+    torch.save(src.state_dict(), tmp_path / 'w.pt')
+    got = build_visual('cnn', weights=tmp_path / 'w.pt')
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), got.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match='missing.pt'):
+        build_visual('cnn', weights=tmp_path / 'missing.pt')
+    torch.save({'other': torch.ones(1)}, tmp_path / 'bad.pt')
+    with pytest.raises(ValueError, match='bad.pt'):
+        build_visual('cnn', weights=tmp_path / 'bad.pt')
+
+
+def test_object_images_are_deterministic_and_pretraining_learns(tmp_path):
+    cfg = ObjectPretrainConfig.preset('tiny', n_images=512, epochs=3)
+    x1, y1 = object_images(cfg, 0, 8)
+    x2, y2 = object_images(cfg, 0, 8)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and x1.shape == (8, 3, 64, 64)
+    stats = pretrain_visual(cfg, tmp_path / 'cnn.pt', log=lambda s: None)
+    assert stats['losses'][-1] < stats['losses'][0]
+    assert (tmp_path / 'cnn.pt').exists() and not (tmp_path / 'cnn.pt.tmp').exists()
+    build_visual('cnn', weights=tmp_path / 'cnn.pt')
