@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PRESETS', 'in_test', 'current_preset', 'ConfigError', 'check_config', 'config_key', 'cache_dir', 'repo_root',
-           'seed_everything', 'notebook_setup']
+__all__ = ['PRESETS', 'in_test', 'current_preset', 'preset_config', 'ConfigError', 'check_config', 'config_key', 'cache_dir',
+           'repo_root', 'seed_everything', 'notebook_setup']
 
 # %% ../nbs/00_core.ipynb #13208926
 PRESETS = ('tiny', 'cpu', 'gpu')
@@ -25,6 +25,12 @@ def current_preset() -> str:
     name = os.environ.get('AVSL_PRESET', 'cpu')
     if name not in PRESETS: raise ConfigError(f"AVSL_PRESET={name!r}: expected one of {PRESETS}")
     return name
+
+def preset_config(cls, presets: dict, name: str | None = None, **overrides):
+    "`cls(**presets[name], **overrides)`; `name` defaults to `current_preset()`. Every config's `preset` uses this."
+    name = name or current_preset()
+    if name not in presets: raise ConfigError(f"preset = {name!r}: expected one of {list(presets)}")
+    return cls(**{**presets[name], **overrides})
 
 # %% ../nbs/00_core.ipynb #a66438d4
 class ConfigError(ValueError):

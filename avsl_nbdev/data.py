@@ -16,7 +16,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 import datasets as hfd
 
-from .core import ConfigError, check_config, config_key, cache_dir, current_preset, repo_root
+from .core import ConfigError, check_config, config_key, cache_dir, preset_config, repo_root
 
 # %% auto #0
 __all__ = ['SOUNDING', 'SILENT', 'CATEGORIES', 'CATEGORY_NAMES', 'SOUNDING_NAMES', 'STYLES', 'KINDS', 'PHRASES', 'SPLITS',
@@ -318,12 +318,10 @@ class SynthConfig:
     @classmethod
     def preset(cls, name: str | None = None, **overrides) -> 'SynthConfig':
         "Named sizes: 'tiny' (tests), 'cpu' (the default benchmark), 'gpu' (224 px, more data)."
-        name = name or current_preset()
-        base = {'tiny': dict(image_size=64, n_train=96, n_val=48, n_test=48, n_variants=4),
-                'cpu': {},
-                'gpu': dict(image_size=224, n_train=20000, n_val=1000, n_test=2000, n_variants=64)}
-        if name not in base: raise ConfigError(f"preset = {name!r}: expected one of {list(base)}")
-        return cls(**{**base[name], **overrides})
+        return preset_config(cls, {'tiny': dict(image_size=64, n_train=96, n_val=48, n_test=48, n_variants=4),
+                                   'cpu': {},
+                                   'gpu': dict(image_size=224, n_train=20000, n_val=1000, n_test=2000, n_variants=64)},
+                             name, **overrides)
 
 SPLITS = ('train', 'val', 'test')
 

@@ -195,11 +195,9 @@ class ObjectPretrainConfig:
 
     @classmethod
     def preset(cls, name: str | None = None, **kw):
-        from avsl_nbdev.core import current_preset
-        name = name or current_preset()
-        base = {'tiny': dict(image_size=64, n_images=512, epochs=2, batch_size=64), 'cpu': {}, 'gpu': dict(image_size=224, n_images=20000, epochs=5)}
-        if name not in base: raise ConfigError(f"preset = {name!r}: expected one of {list(base)}")
-        return cls(**{**base[name], **kw})
+        from avsl_nbdev.core import preset_config
+        return preset_config(cls, {'tiny': dict(image_size=64, n_images=512, epochs=2, batch_size=64), 'cpu': {},
+                                   'gpu': dict(image_size=224, n_images=20000, epochs=5)}, name, **kw)
 
 def object_images(cfg: ObjectPretrainConfig, start: int, stop: int):
     "Images `[N, 3, S, S]` (ImageNet-normalised) of single objects and their category indices `[N]`."

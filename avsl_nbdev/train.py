@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import ConfigError, check_config, seed_everything, current_preset, cache_dir, config_key
+from .core import ConfigError, check_config, seed_everything, preset_config, cache_dir, config_key
 from .data import collate_av, labeled_subset, load_benchmark, AVSLDataset, SynthConfig
 from .metrics import LocalizationMeter
 from .contrastive import ModelConfig, build_model
@@ -52,12 +52,10 @@ class TrainConfig:
     @classmethod
     def preset(cls, name: str | None = None, **overrides) -> 'TrainConfig':
         "'tiny' (tests: 2 epochs, no workers), 'cpu' (the CPU results), 'gpu' (full size)."
-        name = name or current_preset()
-        base = {'tiny': dict(epochs=2, batch_size=16, num_workers=0, eval_batch_size=64),
-                'cpu': dict(epochs=12, batch_size=64, num_workers=0),
-                'gpu': dict(epochs=40, batch_size=128, num_workers=8, eval_batch_size=256)}
-        if name not in base: raise ConfigError(f"preset = {name!r}: expected one of {list(base)}")
-        return cls(**{**base[name], **overrides})
+        return preset_config(cls, {'tiny': dict(epochs=2, batch_size=16, num_workers=0, eval_batch_size=64),
+                                   'cpu': dict(epochs=12, batch_size=64, num_workers=0),
+                                   'gpu': dict(epochs=40, batch_size=128, num_workers=8, eval_batch_size=256)},
+                             name, **overrides)
 
 def resolve_device(name: str = 'auto') -> torch.device:
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu') if name == 'auto' else torch.device(name)
