@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: demo test install
 demo: $(STAMP)
-	$(BIN)/avsl_demo
+	$(BIN)/avsl_dmt --preset cpu --compare
 
 test: $(STAMP)
 	bash tests/run_suite.sh

@@ -120,19 +120,22 @@ def _write_history(out: Path, history: list):
         w = csv.DictWriter(f, keys); w.writeheader(); w.writerows(history)
 
 def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = True, log=print,
-        step_fn=None):
+        step_fn=None, is_labeled: torch.Tensor | None = None):
     """Train `model` (any module with `losses(batch, labeled)`, `maps(batch)`, `step_end()`), select on `val_ds`.
 
     Returns `(model with the best validation weights, history)`. With `out_dir`, checkpoints `last.pt` (every epoch,
     atomically) and `best.pt`, and writes `history.json/csv`; `resume=True` continues from `last.pt` if present.
-    `step_fn(model, batch, labeled) -> dict of losses` replaces `model.losses` (DMT plugs in its step this way).
+    `step_fn(model, batch, labeled) -> dict of losses` replaces `model.losses`. `is_labeled` (bool `[n_pool]`, indexed
+    by `batch['index']`) overrides `cfg.labeled`. A model with `epoch_stats() -> dict` adds those numbers to each
+    epoch's history row (DMT logs its pseudo-label statistics this way).
     """
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model.to(device)
     if cfg.channels_last and device.type == 'cuda': model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    is_lab = labeled_mask(len(train_ds), cfg.labeled, cfg.labeled_seed).to(device)
+    pool = len(getattr(train_ds, 'hf', train_ds))            # D_l is defined over the whole stored training split
+    is_lab = (is_labeled if is_labeled is not None else labeled_mask(pool, cfg.labeled, cfg.labeled_seed)).to(device)
     out = Path(out_dir) if out_dir else None
     start, history, best = 0, [], -math.inf
     if out and resume and (out / 'last.pt').exists():
@@ -158,6 +161,7 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
             n += 1
         if n == 0: raise ValueError(f"training set of {len(train_ds)} samples gives no batch of {cfg.batch_size}: lower batch_size")
         row = {'epoch': epoch + 1, **{f'train_{k}': (v / n).item() for k, v in sums.items()}}
+        if hasattr(model, 'epoch_stats'): row.update({f'train_{k}': v for k, v in model.epoch_stats().items()})
         row.update({f'val_{k}': v for k, v in evaluate(model, val_ds, cfg.eval_batch_size, device, cfg.num_workers, cfg.amp).items()})
         row['seconds'] = time.perf_counter() - t0
         history.append(row)
