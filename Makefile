@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: demo test install
 demo: $(STAMP)
-	$(BIN)/avsl_dmt --preset cpu --compare
+	$(BIN)/avsl_dmt --preset cpu --demo
 
 test: $(STAMP)
 	bash tests/run_suite.sh

@@ -16,8 +16,8 @@ from .encoders import AVEncoder
 from .metrics import minmax, upsample
 
 # %% auto #0
-__all__ = ['METHODS', 'similarity', 'loc_map', 'ezvsl_loss', 'slavc_loss', 'box_loss', 'ModelConfig', 'AVSLModel', 'EZVSL',
-           'SLAVC', 'build_model']
+__all__ = ['METHODS', 'similarity', 'loc_map', 'mask_repeats', 'ezvsl_loss', 'slavc_loss', 'box_loss', 'ModelConfig', 'AVSLModel',
+           'EZVSL', 'SLAVC', 'build_model']
 
 # %% ../nbs/04_contrastive.ipynb #f1338a87
 def similarity(v: torch.Tensor, a: torch.Tensor, tau: float) -> torch.Tensor:
@@ -29,19 +29,28 @@ def loc_map(v: torch.Tensor, a: torch.Tensor, tau: float) -> torch.Tensor:
     return torch.einsum('nchw,nc->nhw', v, a) / tau
 
 # %% ../nbs/04_contrastive.ipynb #06d3fb01
-def ezvsl_loss(v: torch.Tensor, a: torch.Tensor, tau: float) -> torch.Tensor:
-    "EZ-VSL's max-MIL contrastive loss (both directions)."
-    logits = similarity(v, a, tau).flatten(2).amax(2)                   # [B, B]
+def mask_repeats(logits: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+    "Logits `[B, B]` with pairs of *different* batch positions holding the *same* clip (`ids`) removed (-inf): a repeated clip is not a negative of itself."
+    if ids is None: return logits
+    same = ids[:, None] == ids[None, :]
+    same &= ~torch.eye(len(ids), dtype=torch.bool, device=ids.device)
+    return logits.masked_fill(same, float('-inf'))
+
+def ezvsl_loss(v: torch.Tensor, a: torch.Tensor, tau: float, ids: torch.Tensor | None = None) -> torch.Tensor:
+    "EZ-VSL's max-MIL contrastive loss (both directions); `ids` `[B]` identify clips so repeats are not negatives."
+    logits = mask_repeats(similarity(v, a, tau).flatten(2).amax(2), ids)          # [B, B]
     labels = torch.arange(len(v), device=v.device)
     return F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
 
 # %% ../nbs/04_contrastive.ipynb #d144a955
-def slavc_loss(v1, v2, a1, a2, v1m, v2m, a1m, a2m, tau: float) -> torch.Tensor:
-    "SLAVC's loss from two heads (`v1, v2, a1, a2`) and their momentum targets (`...m`)."
+def slavc_loss(v1, v2, a1, a2, v1m, v2m, a1m, a2m, tau: float, ids: torch.Tensor | None = None) -> torch.Tensor:
+    "SLAVC's loss from two heads (`v1, v2, a1, a2`) and their momentum targets (`...m`); `ids` as in `ezvsl_loss`."
     def logp(va, vb, aa, ab):
-        p1 = F.softmax(similarity(va, aa, tau).flatten(2), dim=1)          # over clips m
+        s = similarity(va, aa, tau).flatten(2)                             # [B, B, hw]
+        if ids is not None: s = mask_repeats(s.transpose(0, 2), ids).transpose(0, 2)   # a repeat is no negative clip
+        p1 = F.softmax(s, dim=1)                                           # over clips m
         p2 = F.softmax(similarity(vb, ab, tau).flatten(2), dim=2)          # over locations hw
-        return torch.log((p1 * p2).sum(2) + 1e-12)                         # [B, B]
+        return mask_repeats(torch.log((p1 * p2).sum(2) + 1e-12), ids)      # [B, B]
     labels = torch.arange(len(v1), device=v1.device)
     return F.cross_entropy(logp(v1, v2, a1m, a2m), labels) + F.cross_entropy(logp(v1m, v2m, a1, a2), labels)
 
@@ -116,13 +125,17 @@ class AVSLModel(nn.Module):
     def losses(self, batch, labeled: torch.Tensor | None = None) -> dict:
         "Scalar loss tensors: 'contrastive', 'box' and the weighted total 'loss'."
         c = self.cfg
-        f, vs, as_ = self._embed(batch, c.vdrop if self.n_heads == 2 else 0.0)
+        f0, g = self.enc.features(batch)
+        vdrop = c.vdrop if self.n_heads == 2 else 0.0
+        f = torch.nn.functional.dropout(f0, vdrop, self.training) if vdrop > 0 else f0
+        vs, as_ = self.enc.project(f, g)
         out = {}
         total = 0.0
         if c.contrastive_weight > 0:
             out['contrastive'] = self.contrastive(batch, f, vs, as_); total = total + c.contrastive_weight * out['contrastive']
-        if c.box_weight > 0:
-            out['box'] = box_loss(self.av_map(f, vs, as_), batch['mask'], labeled); total = total + c.box_weight * out['box']
+        if c.box_weight > 0:          # the map that is supervised is the map that is evaluated: no feature dropout
+            m = self.av_map(f0, *self.enc.project(f0, g)) if vdrop > 0 else self.av_map(f, vs, as_)
+            out['box'] = box_loss(m, batch['mask'], labeled); total = total + c.box_weight * out['box']
         out['loss'] = total
         return out
 
@@ -130,7 +143,7 @@ class AVSLModel(nn.Module):
 
 class EZVSL(AVSLModel):
     "EZ-VSL: one head, max-MIL contrastive loss."
-    def contrastive(self, batch, f, vs, as_): return ezvsl_loss(vs[0], as_[0], self.cfg.tau)
+    def contrastive(self, batch, f, vs, as_): return ezvsl_loss(vs[0], as_[0], self.cfg.tau, batch.get('index'))
 
 class SLAVC(AVSLModel):
     "SLAVC: two heads, visual dropout, momentum targets; map = mean of the two heads."
@@ -142,7 +155,7 @@ class SLAVC(AVSLModel):
     def contrastive(self, batch, f, vs, as_):
         with torch.no_grad():
             (v1m, v2m), (a1m, a2m) = self.momentum_enc.project(*self.momentum_enc.features(batch, self.cfg.vdrop))
-        return slavc_loss(vs[0], vs[1], as_[0], as_[1], v1m, v2m, a1m, a2m, self.cfg.tau)
+        return slavc_loss(vs[0], vs[1], as_[0], as_[1], v1m, v2m, a1m, a2m, self.cfg.tau, batch.get('index'))
 
     @torch.no_grad()
     def step_end(self):

@@ -144,3 +144,20 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
     p = atomic_save({'x': torch.ones(3)}, tmp_path / 'ck' / 'last.pt')
     assert torch.load(p)['x'].sum() == 3
     assert [f.name for f in p.parent.iterdir()] == ['last.pt']
+
+
+def test_repeated_clips_are_not_negatives():
+    """With D_l repeated, one clip can fill two batch positions: it must not be its own negative (EZ-VSL and SLAVC)."""
+    v, a, tau = _norm(4, 6, 3, 3, seed=4), _norm(4, 6, seed=5), 0.1
+    a = a.clone(); a[2] = a[0]; v = v.clone(); v[2] = v[0]          # positions 0 and 2 hold the same clip
+    ids = torch.tensor([7, 8, 7, 9])
+    logit = [[max((v[n, :, i, j] @ a[m]).item() for i in range(3) for j in range(3)) / tau for m in range(4)] for n in range(4)]
+    keep = lambda n, m: n == m or ids[n] != ids[m]
+    ce = lambda rows: sum(-rows[i][i] + math.log(sum(math.exp(x) for m, x in enumerate(rows[i]) if keep(i, m))) for i in range(4)) / 4
+    ref = ce(logit) + ce([list(c) for c in zip(*logit)])
+    assert ezvsl_loss(v, a, tau, ids).item() == pytest.approx(ref, rel=1e-5)
+    assert ezvsl_loss(v, a, tau, torch.arange(4)).item() == pytest.approx(ezvsl_loss(v, a, tau).item())
+    V, A = [_norm(4, 6, 3, 3, seed=s) for s in range(4)], [_norm(4, 6, seed=s) for s in range(4, 8)]
+    heads = [V[0], V[1], A[0], A[1], V[2], V[3], A[2], A[3]]          # v1, v2, a1, a2 and their momentum copies
+    l_all = slavc_loss(*heads, tau, ids)
+    assert torch.isfinite(l_all) and slavc_loss(*heads, tau, torch.arange(4)).item() == pytest.approx(slavc_loss(*heads, tau).item())

@@ -186,7 +186,7 @@ def test_dmt_end_to_end_improves_over_stage1(small_bench, tmp_path):
     h = r['history']['stage2']
     assert all(0 <= row['train_pl_accept_rate'] <= 1 for row in h) and sum(row['train_pl_accepted'] for row in h) > 0
     assert s2 > s1, (s1, s2)
-    for f in ('teacher_a/best.pt', 'teacher_b/last.pt', 'stage2/last.pt', 'stage2/history.csv', 'stage2/config.json'):
+    for f in ('teacher_a/best.pt', 'teacher_b/last.pt', 'stage2/last.pt', 'stage2/history.csv', 'dmt_config.json'):
         assert (tmp_path / f).exists(), f
 
 
@@ -213,3 +213,23 @@ def test_cli_smoke(tmp_path):
     assert (out / 'stage2' / 'history.json').exists()
     bad = subprocess.run([sys.executable, '-m', 'avsl_nbdev.dmt', '--preset', 'tiny', '--set', 'tau=7'], capture_output=True, text=True)
     assert bad.returncode != 0 and 'DMTConfig.tau' in bad.stderr
+
+
+def test_cli_parsing_and_stale_out_dir(tmp_path):
+    from avsl_nbdev.dmt import check_out_dir
+    assert _parse_sets(['filter=false', 'amp=TRUE', 'object_pretrain=none', 'seed=3']) == \
+        {'filter': False, 'amp': True, 'object_pretrain': None, 'seed': 3}
+    with pytest.raises(ConfigError, match='true or false'): _parse_sets(['filter=maybe'])
+    cfg = DMTConfig.preset('tiny')
+    check_out_dir(cfg, tmp_path)                                              # first use: writes dmt_config.json
+    check_out_dir(DMTConfig.preset('tiny', stage2_epochs=5), tmp_path)        # more epochs: a legitimate resume
+    with pytest.raises(ConfigError, match='tau=0.5'): check_out_dir(DMTConfig.preset('tiny', tau=0.7), tmp_path)
+    check_out_dir(DMTConfig.preset('tiny', tau=0.7), tmp_path, resume=False)  # --no-resume overwrites
+    with pytest.raises(ConfigError, match='whole number'): main(['--preset', 'tiny', '--labeled', '1.5'])
+
+
+def test_demo_prints_this_run(capsys):
+    from avsl_nbdev.dmt import demo
+    tab = demo('tiny', seed=0, log=lambda s: None, object_pretrain=None, dim=16, stage1_epochs=1, stage2_epochs=1)
+    assert list(tab.index) == ['supervised-only (D_l, stage 1)', 'DMT (stage 2)'] and (tab['auc'].between(0, 1)).all()
+    assert 'this run: preset tiny, seed 0' in capsys.readouterr().out
