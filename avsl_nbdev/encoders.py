@@ -248,7 +248,8 @@ def pretrain_visual(cfg: ObjectPretrainConfig, path, log=print) -> dict:
         with torch.no_grad(): acc = torch.cat([net(xb).argmax(1) for xb in xv.split(256)]).eq(yv).float().mean().item()
         log(f"object pretraining epoch {ep + 1}/{cfg.epochs}: loss {losses[-1]:.3f}, held-out accuracy {acc:.1%}")
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp'); torch.save(trunk.state_dict(), tmp); tmp.replace(path)
+    import os                                            # a per-process temporary name: parallel notebooks may build it at once
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp'); torch.save(trunk.state_dict(), tmp); tmp.replace(path)
     return {'val_accuracy': acc, 'chance': 1 / len(CATEGORY_NAMES), 'losses': losses}
 
 def pretrained_cnn(cfg: ObjectPretrainConfig | None = None, log=print) -> Path:

@@ -209,7 +209,7 @@ def run(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, synth_cfg: Sy
     res = dict(name=name, **cfgs, history=history, best_epoch=best['epoch'],
                val={k[4:]: v for k, v in best.items() if k.startswith('val_')}, test=test,
                train_seconds=time.perf_counter() - t0)
-    tmp = out / '.result.json.tmp'; tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, out / 'result.json')
+    tmp = out / f'.result.json.{os.getpid()}.tmp'; tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, out / 'result.json')
     return res
 
 def load_run_model(res: dict, builder=build_model):
