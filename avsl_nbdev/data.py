@@ -25,8 +25,8 @@ __all__ = ['SOUNDING', 'SILENT', 'CATEGORIES', 'CATEGORY_NAMES', 'SOUNDING_NAMES
            'DATA_VERSION', 'FEATURES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'Category', 'package_file', 'sprite',
            'sprite_at', 'render_midi', 'speak', 'synth_sound', 'render_clip', 'SynthConfig', 'split_id', 'sound_bank',
            'pink_noise', 'make_scene', 'build_split', 'benchmark_dir', 'load_split', 'load_benchmark', 'box_sizes',
-           'summarize', 'show_scenes', 'labeled_subset', 'AudioConfig', 'LogMel', 'boxes_to_mask', 'AugConfig',
-           'image_transform', 'spec_augment', 'AVSLDataset', 'collate_av', 'demo']
+           'summarize', 'show_scenes', 'labeled_subset', 'AudioConfig', 'LogMel', 'boxes_to_mask', 'denormalize',
+           'AugConfig', 'image_transform', 'spec_augment', 'AVSLDataset', 'collate_av', 'demo']
 
 # %% ../nbs/01_data.ipynb #9fa23e96
 @dataclass(frozen=True)
@@ -553,6 +553,11 @@ def boxes_to_mask(boxes: torch.Tensor, H: int, W: int) -> torch.Tensor:
 
 # %% ../nbs/01_data.ipynb #add02f39
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+def denormalize(img: torch.Tensor) -> torch.Tensor:
+    "ImageNet-normalised images `[..., 3, H, W]` back to [0, 1] RGB (for display)."
+    m, s = (torch.tensor(v, device=img.device)[:, None, None] for v in (IMAGENET_MEAN, IMAGENET_STD))
+    return (img * s + m).clamp(0, 1)
 
 @dataclass
 class AugConfig:

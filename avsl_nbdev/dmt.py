@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_dmt.ipynb #a5778744
 from __future__ import annotations
-import argparse, ast, copy, dataclasses, json, os, sys, time
+import argparse, ast, copy, dataclasses, json, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from .core import ConfigError, check_config, preset_config, seed_everything, con
 from .data import AVSLDataset, SynthConfig, load_benchmark
 from .metrics import minmax, upsample
 from .contrastive import ModelConfig, METHODS
-from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, runs_dir, run_dir
+from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, atomic_write_json, mean_std_table
 from .teachers import teacher_configs, train_teacher, mask_iou
 from .filtering import pseudo_masks, label_quality
 from .ipl import combine_masks, COMBINE
@@ -246,8 +246,7 @@ def check_out_dir(cfg: DMTConfig, out_dir, resume: bool = True):
         diff = [k for k, v in asdict(cfg).items() if k not in RESUMABLE and old.get(k) != v]
         if diff: raise ConfigError(f"{out_dir} holds a DMT run with different {', '.join(f'{k}={old.get(k)!r}' for k in diff)}: "
                                    f"use another output folder, or --no-resume to overwrite it")
-    f.parent.mkdir(parents=True, exist_ok=True)
-    f.write_text(json.dumps(asdict(cfg), indent=1))
+    atomic_write_json(asdict(cfg), f)
 
 def stage2_indices(is_labeled: torch.Tensor, labeled_frac: float) -> np.ndarray:
     "All unlabeled indices plus D_l repeated so that labeled samples make up about `labeled_frac` of the epoch."
@@ -312,7 +311,7 @@ def run_dmt(cfg: DMTConfig, synth: SynthConfig | None = None, rerun: bool = Fals
         m = dataclasses.replace(cfg, eval_net=name); r['model'].cfg = m
         res['stage2_nets'][name] = score(r['model'], val)           # validation only: which network to keep is a val decision
     r['model'].cfg = cfg
-    tmp = out / f'.result.json.{os.getpid()}.tmp'; tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, out / 'result.json')
+    atomic_write_json(res, out / 'result.json')
     return res
 
 # %% ../nbs/09_dmt.ipynb #60580acf
@@ -337,10 +336,8 @@ def compare(preset: str | None = None, seeds=(0,), baselines: bool = False, slav
         from avsl_nbdev.train import baseline_grid
         for r in baseline_grid(preset, seeds=seeds, names=['EZ-VSL', 'SLAVC'], log=log):
             rows.append({'model': f"{r['name']} (self-supervised)", 'seed': r['train']['seed'], **r['test']})
-    df = pd.DataFrame(rows)
-    g = df.groupby('model', sort=False)[list(SCORE_COLS)]
-    tab = g.mean().round(3).astype(str) + ' ± ' + g.std(ddof=0).round(3).astype(str)
-    tab.insert(0, 'seeds', g.size().astype(str))
+    tab = mean_std_table(pd.DataFrame(rows), SCORE_COLS)
+    tab['seeds'] = tab['seeds'].astype(str)
     triv = {f'trivial: {k}': {'seeds': '-', **{c: f"{v[c]:.3f}" for c in SCORE_COLS}}
             for k, v in score_trivial(AVSLDataset(load_benchmark(synth)['test'])).items() if k != 'gt_box'}
     return pd.concat([tab, pd.DataFrame(triv).T[tab.columns]])

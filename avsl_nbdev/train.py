@@ -17,9 +17,9 @@ from .metrics import LocalizationMeter
 from .contrastive import ModelConfig, build_model
 
 # %% auto #0
-__all__ = ['BASELINES', 'TrainConfig', 'resolve_device', 'labeled_mask', 'to_device', 'autocast', 'atomic_save', 'epoch_seed',
-           'make_loader', 'evaluate', 'fit', 'runs_dir', 'run_dir', 'run', 'load_run_model', 'with_pretrained_visual',
-           'baseline_grid', 'results_table', 'show_maps']
+__all__ = ['BASELINES', 'TrainConfig', 'resolve_device', 'labeled_mask', 'to_device', 'autocast', 'atomic_write_json',
+           'atomic_save', 'epoch_seed', 'make_loader', 'evaluate', 'fit', 'runs_dir', 'run_dir', 'run',
+           'load_run_model', 'with_pretrained_visual', 'baseline_grid', 'results_table', 'mean_std_table', 'show_maps']
 
 # %% ../nbs/04b_train.ipynb #d459eb47
 @dataclass
@@ -81,6 +81,12 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == 'cuda')
 
 # %% ../nbs/04b_train.ipynb #082329ed
+def atomic_write_json(obj, path) -> Path:
+    "JSON to a per-process temporary file, then rename (readers never see half a file)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp'); tmp.write_text(json.dumps(obj, indent=1)); os.replace(tmp, path)
+    return path
+
 def atomic_save(obj, path) -> Path:
     "torch.save to a temporary file in the same folder, then rename: a crash never leaves a half-written checkpoint."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +215,7 @@ def run(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, synth_cfg: Sy
     res = dict(name=name, **cfgs, history=history, best_epoch=best['epoch'],
                val={k[4:]: v for k, v in best.items() if k.startswith('val_')}, test=test,
                train_seconds=time.perf_counter() - t0)
-    tmp = out / f'.result.json.{os.getpid()}.tmp'; tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, out / 'result.json')
+    atomic_write_json(res, out / 'result.json')
     return res
 
 def load_run_model(res: dict, builder=build_model):
@@ -250,21 +256,24 @@ def results_table(results: list[dict], split: str = 'test', cols=('ciou50', 'auc
     "Mean ± std over seeds of each run name's metrics on `split`."
     import pandas as pd
     df = pd.DataFrame([{'model': r['name'], 'seed': r['train']['seed'], **{c: r[split][c] for c in cols}} for r in results])
+    return mean_std_table(df, cols)
+
+def mean_std_table(df: 'pd.DataFrame', cols) -> 'pd.DataFrame':
+    "'mean ± std' (over rows, e.g. seeds) of `cols` per `model`, in order of appearance, with a `seeds` count column."
     g = df.groupby('model', sort=False)[list(cols)]
-    mean, std, n = g.mean(), g.std(ddof=0), g.size()
-    tab = mean.round(3).astype(str) + ' ± ' + std.round(3).astype(str)
-    tab.insert(0, 'seeds', n)
+    tab = g.mean().round(3).astype(str) + ' ± ' + g.std(ddof=0).round(3).astype(str)
+    tab.insert(0, 'seeds', g.size())
     return tab
 
 # %% ../nbs/04b_train.ipynb #3600e68b
 def show_maps(ds, models: dict, indices, size: float = 2.0):
     "Rows of samples: the frame with its sounding box, then each model's min-max-normalised map over the frame."
     import matplotlib.pyplot as plt
-    from avsl_nbdev.data import IMAGENET_MEAN, IMAGENET_STD, collate_av
+    from avsl_nbdev.data import denormalize, collate_av
     from avsl_nbdev.metrics import minmax, upsample
     b = collate_av([ds[i] for i in indices])
     S = b['image'].shape[-1]
-    img = (b['image'] * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]).clamp(0, 1)
+    img = denormalize(b['image'])
     maps = {k: minmax(upsample(m.eval().maps(b).float(), S)) for k, m in models.items()}
     fig, axes = plt.subplots(len(indices), 1 + len(models), figsize=((1 + len(models)) * size, len(indices) * size), squeeze=False)
     for r in range(len(indices)):
