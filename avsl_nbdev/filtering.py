@@ -31,9 +31,10 @@ def label_quality(pl: torch.Tensor, gt: torch.Tensor) -> dict:
             'recall': torch.where(ngt > 0, inter / ngt.clamp_min(1), torch.ones_like(ngt)),
             'iou': torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))}
 
-def accepted_stats(accept: torch.Tensor, pl: torch.Tensor, gt: torch.Tensor, good_iou: float = 0.5) -> dict:
-    "Dataset-level numbers of a filter decision: acceptance rate, and precision / IoU / good and bad counts of the accepted."
-    q = label_quality(pl, gt)
+def accepted_stats(accept: torch.Tensor, pl: torch.Tensor, gt: torch.Tensor, good_iou: float = 0.5, quality: dict | None = None) -> dict:
+    """Dataset-level numbers of a filter decision: acceptance rate, and precision / IoU / good and bad counts of the accepted.
+    `quality`: `label_quality(pl, gt)` if already computed (it does not depend on the decision)."""
+    q = quality if quality is not None else label_quality(pl, gt)
     n, k = len(accept), int(accept.sum())
     good = (q['iou'] >= good_iou) & accept
     mean = lambda v: float(v[accept].float().mean()) if k else float('nan')
@@ -50,5 +51,6 @@ def filter_sweep(norm_a: torch.Tensor, norm_b: torch.Tensor, gt: torch.Tensor, d
         ma, mb = pseudo_masks(norm_a.float(), d), pseudo_masks(norm_b.float(), d)
         iou = mask_iou(ma, mb)
         pl = combine(ma, mb)
-        for t in taus: rows.append({'delta': d, 'tau': t, **accepted_stats(iou >= t, pl, gt)})
+        q = label_quality(pl, gt)                                  # once per delta: it does not depend on tau
+        for t in taus: rows.append({'delta': d, 'tau': t, **accepted_stats(iou >= t, pl, gt, quality=q)})
     return pd.DataFrame(rows)
