@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import ConfigError, check_config
+from .core import ConfigError, check_config, dist_world, dist_sum, gather_batch
 from .encoders import AVEncoder
 from .metrics import minmax, upsample
 
@@ -64,6 +64,8 @@ def box_loss(maps: torch.Tensor, masks: torch.Tensor, use: torch.Tensor | None =
         p = minmax(upsample(maps.float(), *masks.shape[-2:])).clamp(eps, 1 - eps)
         m = masks.float()
         bce = -(m * p.log() + (1 - m) * (1 - p).log()).flatten(1).mean(1)     # [B]
+        if dist_world() > 1:      # DDP averages gradients over processes: normalise by the global count, scaled back by N
+            return (bce * sel).sum() * dist_world() / dist_sum(sel.sum().float()).clamp_min(1)
         return (bce * sel).sum() / sel.sum().clamp_min(1)
 
 # %% ../nbs/04_contrastive.ipynb #562b3529
@@ -143,7 +145,9 @@ class AVSLModel(nn.Module):
 
 class EZVSL(AVSLModel):
     "EZ-VSL: one head, max-MIL contrastive loss."
-    def contrastive(self, batch, f, vs, as_): return ezvsl_loss(vs[0], as_[0], self.cfg.tau, batch.get('index'))
+    def contrastive(self, batch, f, vs, as_):
+        v, a, *ids = gather_batch(vs[0], as_[0], *([batch['index']] if 'index' in batch else []))   # global batch under DDP
+        return ezvsl_loss(v, a, self.cfg.tau, ids[0] if ids else None)
 
 class SLAVC(AVSLModel):
     "SLAVC: two heads, visual dropout, momentum targets; map = mean of the two heads."
@@ -155,7 +159,8 @@ class SLAVC(AVSLModel):
     def contrastive(self, batch, f, vs, as_):
         with torch.no_grad():
             (v1m, v2m), (a1m, a2m) = self.momentum_enc.project(*self.momentum_enc.features(batch, self.cfg.vdrop))
-        return slavc_loss(vs[0], vs[1], as_[0], as_[1], v1m, v2m, a1m, a2m, self.cfg.tau, batch.get('index'))
+        *xs, = gather_batch(vs[0], vs[1], as_[0], as_[1], v1m, v2m, a1m, a2m, *([batch['index']] if 'index' in batch else []))
+        return slavc_loss(*xs[:8], self.cfg.tau, xs[8] if len(xs) > 8 else None)          # global batch under DDP
 
     @torch.no_grad()
     def step_end(self):

@@ -12,7 +12,8 @@ import torch
 
 # %% auto #0
 __all__ = ['PRESETS', 'in_test', 'current_preset', 'preset_config', 'ConfigError', 'check_config', 'config_key', 'cache_dir',
-           'repo_root', 'seed_everything', 'notebook_setup']
+           'repo_root', 'seed_everything', 'notebook_setup', 'dist_world', 'dist_rank', 'gather_batch',
+           'init_distributed', 'dist_sum']
 
 # %% ../nbs/00_core.ipynb #13208926
 PRESETS = ('tiny', 'cpu', 'gpu')
@@ -82,3 +83,63 @@ def notebook_setup(seed: int = 0) -> tuple[int, str]:
         set_matplotlib_formats('jpeg'); plt.rcParams.update({'figure.dpi': 72, 'savefig.dpi': 72})
     except ImportError: pass
     return seed_everything(seed), current_preset()
+
+# %% ../nbs/00_core.ipynb #d204f978
+def dist_world() -> int:
+    "Number of processes of the running `torch.distributed` job (1 without one)."
+    import torch.distributed as dist
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+def dist_rank() -> int:
+    "This process's rank (0 without a process group)."
+    import torch.distributed as dist
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+class _GatherCat(torch.autograd.Function):
+    """`[b, ...]` -> `[N*b, ...]` over the processes. Backward: every process holds the gradient of the same global loss
+    with respect to the whole gathered tensor; their sum, sliced at this process's rows, is its local gradient."""
+    @staticmethod
+    def forward(ctx, x, group):
+        import torch.distributed as dist
+        ctx.group, ctx.b = group, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, 0)
+
+    @staticmethod
+    def backward(ctx, g):
+        import torch.distributed as dist
+        g = g.contiguous()                      # collectives read raw memory: a strided gradient would be scrambled
+        dist.all_reduce(g, group=ctx.group)
+        r = dist.get_rank(ctx.group)
+        return g[r * ctx.b:(r + 1) * ctx.b], None
+
+_GATHER_GROUP = None
+
+def gather_batch(*xs: torch.Tensor) -> tuple:
+    """Under DDP, each tensor `[b, ...]` concatenated over all processes in rank order (`[N*b, ...]`), gradients flowing
+    back to the local part. In one process: the tensors unchanged.
+
+    The gather runs on its own process group: its backward communicates while DDP is all-reducing gradient buckets,
+    and on one group the two streams of collectives could pair up differently on different processes."""
+    if dist_world() == 1: return xs
+    import torch.distributed as dist
+    global _GATHER_GROUP
+    if _GATHER_GROUP is None: _GATHER_GROUP = dist.new_group(backend=dist.get_backend())
+    return tuple(_GatherCat.apply(x, _GATHER_GROUP) for x in xs)
+
+def init_distributed() -> int:
+    """Under `torchrun` (`WORLD_SIZE` > 1 in the environment): initialise the process group — NCCL with one GPU per
+    process (`LOCAL_RANK`), gloo on CPUs — and return the number of processes; 1 otherwise."""
+    import torch.distributed as dist
+    if int(os.environ.get('WORLD_SIZE', 1)) <= 1 or dist_world() > 1: return dist_world()
+    if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+    return dist_world()
+
+def dist_sum(x: torch.Tensor) -> torch.Tensor:
+    "Sum over all processes of a tensor without gradient (the tensor itself in one process)."
+    if dist_world() == 1: return x
+    import torch.distributed as dist
+    x = x.detach().clone(); dist.all_reduce(x)
+    return x

@@ -26,7 +26,7 @@ __all__ = ['SOUNDING', 'SILENT', 'CATEGORIES', 'CATEGORY_NAMES', 'SOUNDING_NAMES
            'sprite_at', 'render_midi', 'speak', 'synth_sound', 'render_clip', 'SynthConfig', 'split_id', 'sound_bank',
            'pink_noise', 'make_scene', 'build_split', 'benchmark_dir', 'load_split', 'load_benchmark', 'box_sizes',
            'summarize', 'show_scenes', 'labeled_subset', 'AudioConfig', 'LogMel', 'boxes_to_mask', 'denormalize',
-           'AugConfig', 'image_transform', 'spec_augment', 'AVSLDataset', 'collate_av', 'demo']
+           'AugConfig', 'image_transform', 'spec_augment', 'AVSLDataset', 'collate_av', 'split_dataset', 'demo']
 
 # %% ../nbs/01_data.ipynb #9fa23e96
 @dataclass(frozen=True)
@@ -625,6 +625,13 @@ def collate_av(batch: list) -> dict:
     out.update(index=torch.tensor([b['index'] for b in batch]), kind=torch.tensor([b['kind'] for b in batch]),
                boxes=[b['boxes'] for b in batch], id=[b['id'] for b in batch])
     return out
+
+def split_dataset(split, view: str = 'none', indices=None):
+    """The dataset of a stored split seen through `view` (and a subset `indices`): an `AVSLDataset` for the embedded
+    benchmark; a split that is already a dataset with `view_of` (e.g. `realdata.RealAVDataset`) gives its own view —
+    so code that takes a benchmark dict runs unchanged on real data."""
+    if hasattr(split, 'view_of'): return split.view_of(view, indices)
+    return AVSLDataset(split, view=view, indices=indices)
 
 # %% ../nbs/01_data.ipynb #942e474a
 def demo(preset: str = 'cpu'):

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .core import ConfigError, check_config, preset_config, seed_everything, config_key
-from .data import AVSLDataset, SynthConfig, load_benchmark
+from .core import ConfigError, check_config, preset_config, seed_everything, config_key, dist_sum, dist_rank, init_distributed
+from .data import AVSLDataset, SynthConfig, load_benchmark, split_dataset
 from .metrics import minmax, upsample
 from .contrastive import ModelConfig, METHODS
 from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, atomic_write_json, mean_std_table
@@ -94,13 +94,16 @@ class DMTConfig:
 
     @classmethod
     def preset(cls, name: str | None = None, **overrides) -> 'DMTConfig':
-        "'tiny' (tests), 'cpu' (the CPU results and README command 1), 'gpu' (full size)."
+        """'tiny' (tests), 'cpu' (the CPU results and README command 1), 'gpu' (full size: ResNet-18 at 224 px, full
+        VGGish / SoundNet teachers; ImageNet weights from the local file `$AVSL_RESNET18_WEIGHTS` when set, else from scratch)."""
+        import os
         return preset_config(cls, {
             'tiny': dict(labeled=32, stage1_epochs=2, stage1_samples=64, stage2_epochs=2, batch_size=16, eval_batch_size=64,
                          object_pretrain='tiny'),
             'cpu': {},
             'gpu': dict(labeled=1024, stage1_epochs=20, stage1_samples=8192, stage2_epochs=30, ema=0.999, batch_size=128,
-                        num_workers=8, eval_batch_size=256, object_pretrain='gpu')}, name, **overrides)
+                        num_workers=8, eval_batch_size=256, visual='resnet18', audio_a='vggish', audio_b='soundnet',
+                        object_pretrain=None, visual_weights=os.environ.get('AVSL_RESNET18_WEIGHTS'))}, name, **overrides)
 
     def strong_aug(self) -> StrongAug:
         return StrongAug(min_scale=self.strong_min_scale, jitter=self.jitter, p_gray=self.p_gray, p_blur=self.p_blur)
@@ -129,8 +132,17 @@ CODE_VERSION = 2   # part of every cached run's key: bump it when a change in th
 def data_key(bench) -> dict: return {s: bench[s]._fingerprint for s in ('train', 'val')}
 
 def dmt_labeled_mask(cfg: DMTConfig, bench) -> torch.Tensor:
-    "Bool `[n_train]`: D_l of this config (nested across sizes, see `data.labeled_subset`)."
-    return labeled_mask(len(bench['train']), cfg.labeled, cfg.labeled_seed)
+    """Bool `[n_train]`: D_l of this config (nested across sizes, see `data.labeled_subset`). On a real training split
+    that knows which clips have boxes (`realdata.RealAVDataset.labeled_mask()`), D_l is drawn from those clips only."""
+    split = bench['train']
+    if not hasattr(split, 'labeled_mask'): return labeled_mask(len(split), cfg.labeled, cfg.labeled_seed)
+    boxed = split.labeled_mask()
+    n = int(boxed.sum())
+    want = cfg.labeled if isinstance(cfg.labeled, int) else max(1, int(round(cfg.labeled * len(boxed))))
+    if want > n: raise ConfigError(f"DMTConfig.labeled = {cfg.labeled!r} asks for {want} labeled clips but the training split has boxes for {n}")
+    out = torch.zeros(len(boxed), dtype=torch.bool)
+    out[torch.nonzero(boxed).flatten()[labeled_mask(n, want, cfg.labeled_seed)]] = True
+    return out
 
 def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True):
     "Train (or load) the stage-1 teachers; returns `(teachers, histories)`."
@@ -193,7 +205,7 @@ class DualMeanTeacher(nn.Module):
     def epoch_stats(self) -> dict:
         "Pseudo-label numbers of the unlabeled frames seen since the last call (graded against the hidden truth)."
         if self._stats is None: return {}
-        s = dict(zip(PL_STATS, self._stats.tolist())); self._stats = None
+        s = dict(zip(PL_STATS, dist_sum(self._stats).tolist())); self._stats = None     # summed over DDP processes
         n, k = max(s['unlabeled'], 1), max(s['accepted'], 1)
         return {'pl_unlabeled': s['unlabeled'], 'pl_accepted': s['accepted'], 'pl_accept_rate': s['accepted'] / n,
                 'pl_precision': s['precision'] / k, 'pl_iou': s['iou'] / k, 'pl_good': s['good'], 'pl_bad': s['accepted'] - s['good'],
@@ -271,6 +283,7 @@ def train(cfg: DMTConfig | None = None, data=None, out_dir=None, resume: bool = 
     """
     cfg = cfg or DMTConfig.preset()
     bench = data if data is not None and not isinstance(data, SynthConfig) else load_benchmark(data or SynthConfig.preset())
+    if dist_rank(): log = lambda *a, **k: None               # under torchrun, rank 0 reports
     t0 = time.perf_counter()
     if out_dir: check_out_dir(cfg, out_dir, resume)
     teachers, t_hist = stage1(cfg, bench, out_dir, log, resume)
@@ -281,8 +294,8 @@ def train(cfg: DMTConfig | None = None, data=None, out_dir=None, resume: bool = 
     model = DualMeanTeacher(cfg, [copy.deepcopy(t) for t in teachers])
     log(f"== stage 2: {cfg.teachers} teacher(s), filter={cfg.filter}, combine={cfg.combine}, "
         f"teacher update={cfg.teacher_update} -> {out}")
-    ds = AVSLDataset(bench['train'], view='weak', indices=stage2_indices(is_lab, cfg.labeled_frac))
-    model, hist = fit(model, _train_cfg(cfg, cfg.stage2_epochs, cfg.seed), ds, AVSLDataset(bench['val']),
+    ds = split_dataset(bench['train'], 'weak', stage2_indices(is_lab, cfg.labeled_frac))
+    model, hist = fit(model, _train_cfg(cfg, cfg.stage2_epochs, cfg.seed), ds, split_dataset(bench['val']),
                       out_dir=out, resume=resume, log=log, is_labeled=is_lab)
     hist_all = {'teacher_a': t_hist[0], 'stage2': hist}
     if cfg.teachers == 2: hist_all['teacher_b'] = t_hist[1]
@@ -300,7 +313,7 @@ def run_dmt(cfg: DMTConfig, synth: SynthConfig | None = None, rerun: bool = Fals
     if (out / 'result.json').exists() and not rerun: return json.loads((out / 'result.json').read_text())
     r = train(cfg, bench, log=log)
     device = resolve_device(cfg.device)
-    test, val = AVSLDataset(bench['test']), AVSLDataset(bench['val'])
+    test, val = split_dataset(bench['test']), split_dataset(bench['val'])
     score = lambda m, ds: evaluate(m, ds, cfg.eval_batch_size, device, cfg.num_workers, cfg.amp)
     res = {'dmt': asdict(cfg), 'synth': asdict(synth), 'history': r['history'], 'seconds': r['seconds'],
            'stage1': {'val': score(r['teachers'][0], val), 'test': score(r['teachers'][0], test)},
@@ -400,6 +413,8 @@ def main(argv=None):
     ap.add_argument('--baselines', action='store_true', help='--compare: add EZ-VSL and SLAVC (self-supervised, ~6 min each on 2 CPUs)')
     ap.add_argument('--demo', action='store_true', help='README command 1: train DMT (seed --seed), print it beside the committed comparison')
     a = ap.parse_args(argv)
+    world = init_distributed()                              # `torchrun --nproc_per_node=N -m avsl_nbdev.dmt ...`: N processes
+    if world > 1 and (a.compare or a.demo): raise ConfigError("under torchrun, train one run (--out ...); --compare and --demo run in one process")
     kw = _parse_sets(a.set)
     if a.labeled is not None:
         if a.labeled >= 1 and a.labeled != int(a.labeled): raise ConfigError(f"--labeled {a.labeled}: a count must be a whole number")
@@ -418,6 +433,7 @@ def main(argv=None):
         cfg = DMTConfig.preset(a.preset, **{'seed': a.seed, **kw})
         r = train(cfg, SynthConfig.preset(a.preset), out_dir=a.out, resume=not a.no_resume)
         best = max(r['history']['stage2'], key=lambda row: row['val_auc'])
+        if dist_rank(): return
         print(json.dumps({'out_dir': str(r['out_dir']), 'best_epoch': best['epoch'],
                           **{k: best[k] for k in ('val_ciou50', 'val_auc', 'train_pl_accept_rate', 'train_pl_precision')}}, indent=1))
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .core import ConfigError
-from .data import AVSLDataset, KINDS, SynthConfig, denormalize
+from .data import split_dataset, KINDS, SynthConfig, denormalize
 from .metrics import SIZE_BINS, size_bin
 from .teachers import collect_maps
 from .filtering import consensus, label_quality, accepted_stats, filter_sweep
@@ -58,7 +58,7 @@ def explorer_data(res: dict, bench, n: int | None = 512, batch_size: int = 128, 
     if cache and f.exists(): return torch.load(f, weights_only=False)
     unl = torch.nonzero(~dmt_labeled_mask(res['model'].cfg, bench)).flatten().numpy()
     pick = np.sort(np.random.default_rng(0).permutation(unl)[:n]) if n else unl
-    d = collect_maps(nets, AVSLDataset(bench['train'], indices=pick), batch_size, device)
+    d = collect_maps(nets, split_dataset(bench['train'], indices=pick), batch_size, device)
     H, W = d['gt'].shape[-2:]
     area224 = d['gt'].flatten(1).sum(1).float() * (224 / H) * (224 / W)
     d['size'] = torch.where(d['has_source'], size_bin(area224), torch.full_like(d['index'], -1))
@@ -135,7 +135,7 @@ def explain(d: dict, dec: dict, i: int) -> dict:
 # %% ../nbs/11_explorer.ipynb #36fdefc3
 def frame_image(bench, index: int, size: int) -> torch.Tensor:
     "The evaluation view of training frame `index` as `[H, W, 3]` RGB in [0, 1], and its sounding boxes `[K, 4]`."
-    s = AVSLDataset(bench['train'], indices=[index])[0]
+    s = split_dataset(bench['train'], indices=[index])[0]
     if s['image'].shape[-1] != size: raise ValueError(f"frame {index}: {s['image'].shape[-1]} px, the cached maps are {size} px")
     return denormalize(s['image']).permute(1, 2, 0), s['boxes']
 
@@ -168,10 +168,10 @@ def fig_png(fig) -> bytes:
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=72); plt.close(fig)
     return buf.getvalue()
 
-def wav_bytes(audio, sample_rate: int) -> bytes:
-    "int16 samples as a WAV file in memory."
+def wav_bytes(wave, sample_rate: int) -> bytes:
+    "A float waveform in [-1, 1] (any shape, flattened) as a 16-bit WAV file in memory."
     import soundfile as sf
-    buf = io.BytesIO(); sf.write(buf, np.asarray(audio, np.int16), sample_rate, format='WAV', subtype='PCM_16')
+    buf = io.BytesIO(); sf.write(buf, np.asarray(wave, np.float32).reshape(-1), sample_rate, format='WAV', subtype='PCM_16')
     return buf.getvalue()
 
 def curve_figure(d: dict, dec: dict, combine: str = 'intersection', curve=None):
@@ -251,4 +251,4 @@ class Explorer:
         e = explain(self.d, self.dec, i)
         self.why.value = f"<b>train #{e['index']}</b> ({e['kind']}, {e['size']}): {e['why']}<br>{e['truth']}"
         self.frame.value = fig_png(sample_figure(self.d, self.dec, i, self.bench))
-        self.audio.value = wav_bytes(self.bench['train'][e['index']]['audio'], self.sample_rate)
+        self.audio.value = wav_bytes(split_dataset(self.bench['train'], indices=[e['index']])[0]['wave'], self.sample_rate)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import AVSLDataset
+from .data import split_dataset
 from .metrics import minmax, upsample
 from .contrastive import ModelConfig, build_model
 from .train import TrainConfig, fit, resolve_device, make_loader, to_device, autocast
@@ -40,7 +40,7 @@ def train_teacher(mcfg: ModelConfig, tcfg: TrainConfig, bench, is_labeled: torch
     idx = repeat_to(torch.nonzero(is_labeled).flatten().numpy(), samples_per_epoch)
     seed_everything(tcfg.seed)
     model = build_model(mcfg)
-    return fit(model, tcfg, AVSLDataset(bench['train'], view='weak', indices=idx), AVSLDataset(bench['val']),
+    return fit(model, tcfg, split_dataset(bench['train'], 'weak', idx), split_dataset(bench['val']),
                out_dir=out_dir, log=log, is_labeled=is_labeled, resume=resume)
 
 # %% ../nbs/05_teachers.ipynb #3ef133c1

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import ConfigError, check_config, seed_everything, preset_config, cache_dir, config_key
+from .core import ConfigError, check_config, seed_everything, preset_config, cache_dir, config_key, dist_world, dist_rank, dist_sum
 from .data import collate_av, labeled_subset, load_benchmark, AVSLDataset, SynthConfig
 from .metrics import LocalizationMeter
 from .contrastive import ModelConfig, build_model
 
 # %% auto #0
 __all__ = ['BASELINES', 'TrainConfig', 'resolve_device', 'labeled_mask', 'to_device', 'autocast', 'atomic_write_json',
-           'atomic_save', 'epoch_seed', 'make_loader', 'evaluate', 'fit', 'runs_dir', 'run_dir', 'run',
+           'atomic_save', 'epoch_seed', 'make_loader', 'shard_order', 'evaluate', 'fit', 'runs_dir', 'run_dir', 'run',
            'load_run_model', 'with_pretrained_visual', 'baseline_grid', 'results_table', 'mean_std_table', 'show_maps']
 
 # %% ../nbs/04b_train.ipynb #d459eb47
@@ -60,7 +60,10 @@ class TrainConfig:
                              name, **overrides)
 
 def resolve_device(name: str = 'auto') -> torch.device:
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu') if name == 'auto' else torch.device(name)
+    "'auto': CUDA if available (under torchrun, this process's GPU `LOCAL_RANK`), else the CPU."
+    if name != 'auto': return torch.device(name)
+    if not torch.cuda.is_available(): return torch.device('cpu')
+    return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if dist_world() > 1 else torch.device('cuda')
 
 def labeled_mask(n: int, labeled, seed: int = 0) -> torch.Tensor:
     "Boolean `[n]`: which of the `n` training samples are in D_l."
@@ -97,13 +100,23 @@ def atomic_save(obj, path) -> Path:
 
 def epoch_seed(seed: int, epoch: int) -> int: return seed * 100_003 + epoch
 
-def make_loader(ds, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0, drop_last: bool = False, device=None):
-    "A DataLoader whose order and worker seeds are a function of `seed`."
+def make_loader(ds, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0, drop_last: bool = False, device=None,
+                order=None):
+    "A DataLoader whose order and worker seeds are a function of `seed`; `order`: explicit sample positions (DDP shards)."
     g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=num_workers,
-                                       collate_fn=collate_av, drop_last=drop_last,
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle and order is None, sampler=order, generator=g,
+                                       num_workers=num_workers, collate_fn=collate_av, drop_last=drop_last,
                                        pin_memory=device is not None and torch.device(device).type == 'cuda',
                                        persistent_workers=False)
+
+def shard_order(n: int, batch_size: int, seed: int, world: int, rank: int) -> list:
+    """This process's sample positions under DDP: the single-process order of `make_loader(shuffle=True, seed=seed,
+    drop_last=True)`, each global batch of `batch_size` split into `world` consecutive chunks — so that N processes
+    see, step for step, exactly the samples of one process with the same global batch."""
+    g = torch.Generator().manual_seed(seed)
+    torch.empty((), dtype=torch.int64).random_(generator=g)       # the DataLoader draws its worker base seed first
+    perm = torch.randperm(n, generator=g)[: n // batch_size * batch_size].view(-1, world, batch_size // world)
+    return perm[:, rank].flatten().tolist()
 
 @torch.no_grad()
 def evaluate(model, ds, batch_size: int = 128, device='cpu', num_workers: int = 0, amp: bool = True) -> dict:
@@ -125,6 +138,13 @@ def _write_history(out: Path, history: list):
     with open(out / 'history.csv', 'w', newline='') as f:
         w = csv.DictWriter(f, keys); w.writeheader(); w.writerows(history)
 
+class _Step(torch.nn.Module):
+    "One training step's losses as `forward` — what DDP wraps, so that it can synchronise the gradients."
+    def __init__(self, model, step_fn):
+        super().__init__()
+        self.model, self.step_fn = model, step_fn
+    def forward(self, batch, labeled): return self.step_fn(self.model, batch, labeled)
+
 def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = True, log=print,
         step_fn=None, is_labeled: torch.Tensor | None = None):
     """Train `model` (any module with `losses(batch, labeled)`, `maps(batch)`, `step_end()`), select on `val_ds`.
@@ -134,10 +154,19 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
     `step_fn(model, batch, labeled) -> dict of losses` replaces `model.losses`. `is_labeled` (bool `[n_pool]`, indexed
     by `batch['index']`) overrides `cfg.labeled`. A model with `epoch_stats() -> dict` adds those numbers to each
     epoch's history row (DMT logs its pseudo-label statistics this way).
+
+    Under `torchrun` (a process group is initialised): `cfg.batch_size` is the global batch, each process takes its
+    1/N share of every batch (`shard_order`), DDP averages gradients, contrastive losses see the global batch
+    (`core.gather_batch`), BatchNorm is synchronised on GPUs, and rank 0 alone logs and writes checkpoints.
     """
+    world, rank = dist_world(), dist_rank()
+    if cfg.batch_size % world:
+        raise ConfigError(f"TrainConfig.batch_size = {cfg.batch_size}: the global batch must divide evenly among {world} processes")
+    if rank: log = lambda *a, **k: None                      # rank 0 logs and writes checkpoints
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model.to(device)
+    if world > 1 and device.type == 'cuda': model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.channels_last and device.type == 'cuda': model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     pool = len(getattr(train_ds, 'hf', train_ds))            # D_l is defined over the whole stored training split
@@ -149,23 +178,31 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['opt'])
         start, history, best = ck['epoch'], ck['history'], ck['best']
         log(f"resumed from {out / 'last.pt'} at epoch {start}")
-    step_fn = step_fn or (lambda m, b, lab: m.losses(b, lab))
+    runner = _Step(model, step_fn or (lambda m, b, lab: m.losses(b, lab)))
+    if world > 1:                                             # DDP averages the gradients of the processes in backward()
+        runner = torch.nn.parallel.DistributedDataParallel(runner, device_ids=[device.index] if device.type == 'cuda' else None)
     best_state = None
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        seed_everything(epoch_seed(cfg.seed, epoch))
+        seed_everything(epoch_seed(cfg.seed, epoch) + 7919 * rank)   # rank 0 = the single-process stream
         model.train()
         sums, n = {}, 0
-        for b in make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, epoch_seed(cfg.seed, epoch), drop_last=True, device=device):
+        es = epoch_seed(cfg.seed, epoch)
+        order = shard_order(len(train_ds), cfg.batch_size, es, world, rank) if world > 1 else None
+        for b in make_loader(train_ds, cfg.batch_size // world, True, cfg.num_workers, es, drop_last=True, device=device, order=order):
             b = to_device(b, device, cfg.channels_last)
             lab = is_lab[b['index']]
-            with autocast(device, cfg.amp): losses = step_fn(model, b, lab)
+            with autocast(device, cfg.amp): losses = runner(b, lab)
             opt.zero_grad(set_to_none=True)
             losses['loss'].backward()
             opt.step(); model.step_end()
             for k, v in losses.items(): sums[k] = sums.get(k, 0) + v.detach().float()
             n += 1
         if n == 0: raise ValueError(f"training set of {len(train_ds)} samples gives no batch of {cfg.batch_size}: lower batch_size")
+        if world > 1:                                         # one synchronisation per epoch
+            sums = {k: dist_sum(v) / world for k, v in sums.items()}
+            for buf in model.buffers():                       # BatchNorm statistics are per process without SyncBatchNorm (CPU):
+                torch.distributed.broadcast(buf, 0)           # rank 0's, so that every process evaluates and keeps one model
         row = {'epoch': epoch + 1, **{f'train_{k}': (v / n).item() for k, v in sums.items()}}
         if hasattr(model, 'epoch_stats'): row.update({f'train_{k}': v for k, v in model.epoch_stats().items()})
         row.update({f'val_{k}': v for k, v in evaluate(model, val_ds, cfg.eval_batch_size, device, cfg.num_workers, cfg.amp).items()})
@@ -176,8 +213,8 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
         if improved:
             best = score
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if out: atomic_save({'model': best_state, 'epoch': epoch + 1, 'score': best}, out / 'best.pt')
-        if out:
+            if out and rank == 0: atomic_save({'model': best_state, 'epoch': epoch + 1, 'score': best}, out / 'best.pt')
+        if out and rank == 0:
             atomic_save({'model': model.state_dict(), 'opt': opt.state_dict(), 'epoch': epoch + 1, 'history': history, 'best': best}, out / 'last.pt')
             _write_history(out, history)
         log(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.3f}  val cIoU@0.5 {row['val_ciou50']:.3f}  "
