@@ -109,7 +109,7 @@ class _GatherCat(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         import torch.distributed as dist
-        g = g.contiguous()                      # collectives read raw memory: a strided gradient would be scrambled
+        g = g.contiguous().clone()              # collectives read raw memory (a strided gradient would be scrambled); in place
         dist.all_reduce(g, group=ctx.group)
         r = dist.get_rank(ctx.group)
         return g[r * ctx.b:(r + 1) * ctx.b], None
@@ -125,16 +125,19 @@ def gather_batch(*xs: torch.Tensor) -> tuple:
     if dist_world() == 1: return xs
     import torch.distributed as dist
     global _GATHER_GROUP
-    if _GATHER_GROUP is None: _GATHER_GROUP = dist.new_group(backend=dist.get_backend())
-    return tuple(_GatherCat.apply(x, _GATHER_GROUP) for x in xs)
+    if _GATHER_GROUP is None or _GATHER_GROUP[0] != id(dist.group.WORLD):     # one per process group (re-inits included)
+        _GATHER_GROUP = (id(dist.group.WORLD), dist.new_group())
+    return tuple(_GatherCat.apply(x, _GATHER_GROUP[1]) for x in xs)
 
 def init_distributed() -> int:
     """Under `torchrun` (`WORLD_SIZE` > 1 in the environment): initialise the process group — NCCL with one GPU per
     process (`LOCAL_RANK`), gloo on CPUs — and return the number of processes; 1 otherwise."""
+    import datetime
     import torch.distributed as dist
     if int(os.environ.get('WORLD_SIZE', 1)) <= 1 or dist_world() > 1: return dist_world()
-    if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-    dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+    if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
+    # gloo for CPU tensors beside NCCL for CUDA ones; a long timeout: ranks may first build a benchmark's cache
+    dist.init_process_group('cpu:gloo,cuda:nccl' if torch.cuda.is_available() else 'gloo', timeout=datetime.timedelta(minutes=60))
     return dist_world()
 
 def dist_sum(x: torch.Tensor) -> torch.Tensor:

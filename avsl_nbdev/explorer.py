@@ -55,15 +55,17 @@ def explorer_data(res: dict, bench, n: int | None = 512, batch_size: int = 128, 
     best = Path(res['out_dir']) / 'best.pt'
     stamp = f"{best.stat().st_mtime_ns}-{best.stat().st_size}" if best.exists() else 'none'
     f = Path(res['out_dir']) / f"explorer-n{n}-{stamp}.pt"
-    if cache and f.exists(): return torch.load(f, weights_only=False)
+    if cache and f.exists(): return {**torch.load(f, weights_only=False), 'config': res['model'].cfg}
     unl = torch.nonzero(~dmt_labeled_mask(res['model'].cfg, bench)).flatten().numpy()
     pick = np.sort(np.random.default_rng(0).permutation(unl)[:n]) if n else unl
     d = collect_maps(nets, split_dataset(bench['train'], indices=pick), batch_size, device)
     H, W = d['gt'].shape[-2:]
     area224 = d['gt'].flatten(1).sum(1).float() * (224 / H) * (224 / W)
     d['size'] = torch.where(d['has_source'], size_bin(area224), torch.full_like(d['index'], -1))
+    split = bench['train']                  # real data: only clips with boxes can be graded against a truth
+    d['graded'] = split.labeled_mask()[d['index']] if hasattr(split, 'labeled_mask') else torch.ones(len(d['index']), dtype=torch.bool)
     if cache: atomic_save(d, f)
-    return d
+    return {**d, 'config': res['model'].cfg}
 
 # %% ../nbs/11_explorer.ipynb #10922503
 def pair_labels(d: dict, delta: float = 0.5, stage: str = 'final', combine: str = 'intersection') -> dict:
@@ -126,7 +128,8 @@ def explain(d: dict, dec: dict, i: int) -> dict:
     s = int(d['size'][i])
     why = (f"{'accepted' if acc else 'rejected'}: IoU(M_A, M_B) = {iou:.2f} {'≥' if acc else '<'} τ = {dec['tau']:.2f} "
            f"(masks at δ = {dec['delta']:.2f}: A {na} px, B {nb} px, both {npl} px)")
-    if s < 0: truth = f"no visible source ({KINDS[int(d['kind'][i])]} clip): any non-empty label is wrong"
+    if 'graded' in d and not bool(d['graded'][i]): truth = "no ground truth for this clip (unannotated real data): only the teachers' agreement is known"
+    elif s < 0: truth = f"no visible source ({KINDS[int(d['kind'][i])]} clip): any non-empty label is wrong"
     else: truth = (f"{SIZE_BINS[s][0]} source; label vs truth: IoU {float(dec['pl_iou'][i]):.2f}, precision "
                    f"{float(dec['pl_precision'][i]):.2f} -> {'good' if dec['good'][i] else 'bad'} (good = IoU ≥ 0.5)")
     return dict(index=int(d['index'][i]), accepted=acc, teacher_iou=iou, good=bool(dec['good'][i]),
@@ -192,9 +195,14 @@ def curve_figure(d: dict, dec: dict, combine: str = 'intersection', curve=None):
 # %% ../nbs/11_explorer.ipynb #e8672f5f
 class Explorer:
     "ipywidgets explorer of one DMT run's pseudo-labels; `Explorer(d, bench).ui` is the widget to display (`sample_rate`: the benchmark's `SynthConfig.sample_rate`)."
-    def __init__(self, d: dict, bench, delta: float = 0.5, tau: float = 0.5, stage: str = 'final', combine: str = 'intersection',
-                 sample_rate: int = 16000):
+    def __init__(self, d: dict, bench, delta: float | None = None, tau: float | None = None, stage: str = 'final',
+                 combine: str | None = None, sample_rate: int = 16000):
+        "δ, τ and the IPL rule default to the run's own (`d['config']`)."
         import ipywidgets as w
+        cfg = d.get('config')
+        delta = delta if delta is not None else getattr(cfg, 'delta', 0.5)
+        tau = tau if tau is not None else getattr(cfg, 'tau', 0.5)
+        combine = combine or getattr(cfg, 'combine', 'intersection')
         self.d, self.bench, self.combine = d, bench, combine
         self.sample_rate = sample_rate
         sl = dict(min=0.05, max=1.0, step=0.05, continuous_update=False, readout_format='.2f')
@@ -245,7 +253,7 @@ class Explorer:
 
     def _show(self, *_):
         if not len(self.selection):
-            self.why.value, self.frame.value = '<i>no frame matches these filters</i>', b''
+            self.why.value, self.frame.value, self.audio.value = '<i>no frame matches these filters</i>', b'', b''
             return
         i = int(self.selection[self.pos.value])
         e = explain(self.d, self.dec, i)

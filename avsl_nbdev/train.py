@@ -61,9 +61,11 @@ class TrainConfig:
 
 def resolve_device(name: str = 'auto') -> torch.device:
     "'auto': CUDA if available (under torchrun, this process's GPU `LOCAL_RANK`), else the CPU."
-    if name != 'auto': return torch.device(name)
+    if name != 'auto':
+        if dist_world() > 1 and name.startswith('cuda'): return torch.device('cuda', torch.cuda.current_device())   # one GPU per process
+        return torch.device(name)
     if not torch.cuda.is_available(): return torch.device('cpu')
-    return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if dist_world() > 1 else torch.device('cuda')
+    return torch.device('cuda', torch.cuda.current_device()) if dist_world() > 1 else torch.device('cuda')
 
 def labeled_mask(n: int, labeled, seed: int = 0) -> torch.Tensor:
     "Boolean `[n]`: which of the `n` training samples are in D_l."
@@ -189,7 +191,8 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
         sums, n = {}, 0
         es = epoch_seed(cfg.seed, epoch)
         order = shard_order(len(train_ds), cfg.batch_size, es, world, rank) if world > 1 else None
-        for b in make_loader(train_ds, cfg.batch_size // world, True, cfg.num_workers, es, drop_last=True, device=device, order=order):
+        for b in make_loader(train_ds, cfg.batch_size // world, True, cfg.num_workers, es + 7919 * rank, drop_last=True,
+                             device=device, order=order):     # the seed only seeds workers when `order` is given
             b = to_device(b, device, cfg.channels_last)
             lab = is_lab[b['index']]
             with autocast(device, cfg.amp): losses = runner(b, lab)
@@ -209,6 +212,8 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
         row['seconds'] = time.perf_counter() - t0
         history.append(row)
         score = row[f'val_{cfg.select_on}']
+        if world > 1:                                         # one decision for all processes (rank 0's evaluation)
+            s = torch.tensor([float(score)], device=device); torch.distributed.broadcast(s, 0); score = s.item()
         improved = score > best
         if improved:
             best = score
@@ -234,9 +239,10 @@ def run_dir(name: str, cfgs: dict) -> Path:
     return runs_dir() / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}-{config_key(cfgs)}"
 
 def run(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, synth_cfg: SynthConfig,
-        rerun: bool = False, log=print, builder=build_model) -> dict:
-    "Train (or load) one run; returns a dict with the configs, history, best validation row and test metrics."
-    cfgs = {'synth': asdict(synth_cfg), 'model': asdict(model_cfg), 'train': asdict(train_cfg)}
+        rerun: bool = False, log=print, builder=build_model, extra: dict | None = None) -> dict:
+    """Train (or load) one run; returns a dict with the configs, history, best validation row and test metrics.
+    `builder(model_cfg)` makes the model; `extra`: more JSON-able configs, part of the run's key and result."""
+    cfgs = {'synth': asdict(synth_cfg), 'model': asdict(model_cfg), 'train': asdict(train_cfg), **(extra or {})}
     out = run_dir(name, cfgs)
     if (out / 'result.json').exists() and not rerun:
         return json.loads((out / 'result.json').read_text())

@@ -8,7 +8,8 @@
    EZ-VSL), each in two variants from the same run:
    - `optimised`: what `train.fit` does — bf16 autocast and channels-last on CUDA, no host synchronisation per step
      (optionally `torch.compile`);
-   - `fp32 reference`: a plain loop — fp32, NCHW, `loss.item()` every step (a host sync, as a logging loop does).
+   - `fp32 reference`: a plain loop — strict fp32 (TF32 off), NCHW, `loss.item()` every step (a host sync, as a
+     logging loop does).
    The speed-up is the ratio of the two. On the CPU autocast and channels-last are off in both, so the ratio is ~1.
 2. Data loading alone: `train.make_loader` over the embedded benchmark's weak view (`--data-preset`), and over the
    real-data loader (`realdata.RealAVDataset`: JPEG decode + EZ-VSL spectrogram) on made-up 224-px clips.
@@ -56,6 +57,8 @@ def measure(preset, name, device, steps, B, optimised, compile_=False):
     lab = torch.arange(B, device=device) % 2 == 0
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     losses = torch.compile(model.losses) if compile_ else model.losses
+    if cuda:                                                  # the reference is strict fp32 (no TF32 matmuls or convolutions)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = optimised
     def step():
         with autocast(device, enabled=optimised): loss = losses(batch, lab)['loss']
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); model.step_end()
@@ -69,12 +72,13 @@ def measure(preset, name, device, steps, B, optimised, compile_=False):
 
 
 def loading(ds, B, workers, batches, device):
-    it = iter(make_loader(ds, B, True, workers, seed=0, drop_last=True, device=device))
-    next(it)                                                  # workers started
+    "Samples/s over `batches` batches, timed from the iterator's creation (worker start-up and prefetch included)."
     t0 = time.perf_counter()
+    it = iter(make_loader(ds, B, True, workers, seed=0, drop_last=True, device=device))
     n = 0
     for _ in range(batches):
         b = next(it); b = to_device(b, device); n += len(b['index'])
+    if device.type == 'cuda': torch.cuda.synchronize()
     return n / (time.perf_counter() - t0)
 
 
@@ -133,14 +137,15 @@ def main():
     B = args.batch or DMTConfig.preset(dp).batch_size
     bench = load_benchmark(SynthConfig.preset(dp))
     ds = AVSLDataset(bench['train'], view='weak')
-    sps = loading(ds, B, workers, max(3, args.steps), device)
+    sps = loading(ds, B, workers, max(3, args.steps, 4 * workers), device)
     res['loading'].append(dict(data=f'SynthAV {dp} (weak view)', batch=B, workers=workers, samples_per_s=round(sps, 1)))
     print(f"data loading, SynthAV {dp}: {sps:.1f} samples/s (batch {B}, {workers} workers)")
     from avsl_nbdev.realdata import RealAVDataset, write_example
     with tempfile.TemporaryDirectory() as tmp:
-        ids = write_example(tmp, 'vggss', n=2 * B, size=(320, 240), seconds=10.0, sample_rate=16000)
+        nb = max(2, 2 * workers)
+        ids = write_example(tmp, 'vggss', n=nb * B, size=(320, 240), seconds=10.0, sample_rate=16000)
         real = RealAVDataset(tmp, ids, 'vggss', image_size=224, view='weak')
-        sps = loading(real, B, workers, 1, device)
+        sps = loading(real, B, workers, nb, device)
     res['loading'].append(dict(data='RealAVDataset, VGG-SS layout (JPEG + 10-s WAV -> EZ-VSL spectrogram), 224 px', batch=B,
                                workers=workers, samples_per_s=round(sps, 1)))
     print(f"data loading, real-data loader (224 px, EZ-VSL spectrogram): {sps:.1f} samples/s")

@@ -22,15 +22,15 @@ class FrozenBN(EZVSL):
 
 def run(mode: str, out=None) -> dict:
     bench = load_benchmark(SynthConfig.preset('tiny'))
-    if mode in ('fit', 'fit_bn'):
+    if mode == 'fit':
         seed_everything(0)
-        model = (FrozenBN if mode == 'fit' else EZVSL)(ModelConfig(method='ezvsl', dim=16, box_weight=1.0))
-        cfg = TrainConfig(epochs=2, batch_size=16, num_workers=0, labeled=0.5, amp=False, eval_batch_size=48, seed=0)
+        model = FrozenBN(ModelConfig(method='ezvsl', dim=16, box_weight=1.0))
+        cfg = TrainConfig(epochs=2, batch_size=16, num_workers=0, labeled=0.5, amp=False, eval_batch_size=48, seed=0, device='cpu')
         model, hist = fit(model, cfg, AVSLDataset(bench['train']), AVSLDataset(bench['val']), out_dir=out, log=lambda *a: None)
         return {'state': model.state_dict(), 'history': hist}
     if mode == 'dmt':
         from avsl_nbdev.dmt import DMTConfig, train
-        cfg = DMTConfig.preset('tiny', dim=16, object_pretrain=None, batch_size=16, stage1_epochs=1, stage2_epochs=1)
+        cfg = DMTConfig.preset('tiny', dim=16, object_pretrain=None, batch_size=16, stage1_epochs=1, stage2_epochs=1, device='cpu')
         r = train(cfg, bench, out_dir=out, log=lambda *a: None)
         return {'state': r['model'].state_dict(), 'history': r['history']['stage2']}
     raise ValueError(mode)

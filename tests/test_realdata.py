@@ -103,3 +103,17 @@ def test_partly_annotated_training_list(tmp_path):
     assert lab.tolist() == ds.labeled_mask().tolist()
     with pytest.raises(ConfigError, match='labeled'): dmt_labeled_mask(DMTConfig.preset('tiny', labeled=3), {'train': ds})
     with pytest.raises(rd.RealDataError, match='xml'): rd.RealAVDataset(tmp_path, ids, 'flickr', annotated=ids[:3])
+
+
+def test_short_bbox_and_validate_rekeys(tmp_path):
+    (tmp_path / 's.xml').write_text('<a><o><bbox><n>x</n><xmin>1</xmin><ymin>2</ymin></bbox></o></a>')
+    with pytest.raises(rd.RealDataError, match='s.xml.*4 coordinates'): rd.flickr_boxes(tmp_path / 's.xml')
+    ids = rd.write_example(tmp_path / 'v', 'vggss', n=3)
+    with pytest.warns(UserWarning, match='repeated'):
+        ds = rd.RealAVDataset(tmp_path / 'v', ids + ids[:1], 'vggss', image_size=64, on_error='skip')
+    assert ds.ids == ids
+    key = ds._fingerprint
+    (tmp_path / 'v' / 'frames' / f'{ids[0]}.jpg').write_bytes(b'junk')
+    with pytest.raises(rd.RealDataError, match='subset'): ds.view_of('none', [1, 2]).validate()
+    with pytest.warns(UserWarning, match='could not be decoded'): assert ds.validate() == [ids[0]]
+    assert ds.ids == ids[1:] and ds._fingerprint != key
