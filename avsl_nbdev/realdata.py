@@ -143,7 +143,7 @@ class RealAVDataset(torch.utils.data.Dataset):
     "A real AVSL dataset in the embedded benchmark's sample schema (see the chapter for layouts and error handling)."
     def __init__(self, root, ids, kind: str = 'flickr', annotated=True, image_size: int = 224, view: str = 'none',
                  audio: RealAudioConfig = RealAudioConfig(), aug: AugConfig = AugConfig(), on_error: str = 'raise',
-                 annotations=None, indices=None):
+                 annotations=None, indices=None, audio_cache=None):
         if kind not in KINDS_REAL: raise ConfigError(f"kind = {kind!r}: expected one of {KINDS_REAL}")
         if on_error not in ('raise', 'skip'): raise ConfigError(f"on_error = {on_error!r}: expected 'raise' or 'skip'")
         self.root, self.kind, self.size, self.view = Path(root), kind, image_size, view
@@ -154,6 +154,8 @@ class RealAVDataset(torch.utils.data.Dataset):
         # annotated: True (every clip has boxes), False (none: an unlabeled list) or the ids that have boxes (e.g. a D_l list)
         self.annotated = set(ids) if annotated is True else set() if annotated is False else set(annotated)
         self.audio, self.on_error = audio, on_error
+        # audio_cache: a folder for the decoded 3-s waveform and its spectrogram (float16), written on first use
+        self.audio_cache = Path(audio_cache) / f'audio-{config_key(asdict(audio))}' if audio_cache else None
         self.tf = image_transform(view, image_size, aug)
         if not self.root.is_dir(): raise RealDataError(f"{self.root}: dataset folder not found")
         self.ann = None
@@ -229,9 +231,26 @@ class RealAVDataset(torch.utils.data.Dataset):
         bb = tv_tensors.BoundingBoxes(boxes * torch.tensor([self.size / W, self.size / H] * 2), format='XYXY',
                                       canvas_size=(self.size, self.size))
         img, bb, mask = self.tf(img, bb, mask)
-        wave = load_wav(p['audio'], self.audio)
-        return dict(image=img.as_subclass(torch.Tensor), spec=ezvsl_spectrogram(wave, self.audio), wave=torch.from_numpy(wave)[None],
+        wave, spec = self.load_audio(i)
+        return dict(image=img.as_subclass(torch.Tensor), spec=spec, wave=wave,
                     mask=mask.as_subclass(torch.Tensor).float(), boxes=bb.as_subclass(torch.Tensor), id=i, index=idx, kind=0)
+
+    def load_audio(self, i: str):
+        "`wave [1, L]` and `spec [1, F, T]` of clip `i`: decoded and transformed, or read from `audio_cache`."
+        f = self.audio_cache / f'{i}.npz' if self.audio_cache else None
+        if f is not None and f.exists():
+            z = np.load(f)
+            return torch.from_numpy(z['wave'].astype(np.float32))[None], torch.from_numpy(z['spec'].astype(np.float32))
+        wave = load_wav(self._paths(i)['audio'], self.audio)
+        spec = ezvsl_spectrogram(wave, self.audio)
+        if f is not None:                                     # per-process temporary name, then an atomic rename
+            import os
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_name(f'.{f.stem}.{os.getpid()}.npz')
+            np.savez(tmp, wave=wave.astype(np.float16), spec=spec.numpy().astype(np.float16))
+            os.replace(tmp, f)
+            wave, spec = wave.astype(np.float16).astype(np.float32), spec.half().float()   # first use = later uses
+        return torch.from_numpy(wave)[None], spec
 
     def validate(self) -> list[str]:
         "Decode every sample once (before taking subsets); ids that fail raise, or under `on_error='skip'` are dropped with a warning."

@@ -7,24 +7,27 @@ import torch
 
 from avsl_nbdev.core import init_distributed, dist_rank, seed_everything
 from avsl_nbdev.data import SynthConfig, load_benchmark, AVSLDataset
-from avsl_nbdev.contrastive import ModelConfig, EZVSL
+from avsl_nbdev.contrastive import ModelConfig, EZVSL, SLAVC
 from avsl_nbdev.train import TrainConfig, fit
 
 
-class FrozenBN(EZVSL):
-    "EZ-VSL whose BatchNorms stay in eval mode: on CPU, BatchNorm cannot be synchronised across processes."
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for m in self.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm): m.eval()
-        return self
+def frozen_bn(cls):
+    "The model class with its BatchNorms kept in eval mode: on CPU, BatchNorm cannot be synchronised across processes."
+    class Frozen(cls):
+        def train(self, mode: bool = True):
+            super().train(mode)
+            for m in self.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm): m.eval()
+            return self
+    return Frozen
 
 
 def run(mode: str, out=None) -> dict:
     bench = load_benchmark(SynthConfig.preset('tiny'))
-    if mode == 'fit':
+    if mode in ('fit', 'fit_slavc'):
         seed_everything(0)
-        model = FrozenBN(ModelConfig(method='ezvsl', dim=16, box_weight=1.0))
+        if mode == 'fit': model = frozen_bn(EZVSL)(ModelConfig(method='ezvsl', dim=16, box_weight=1.0))
+        else: model = frozen_bn(SLAVC)(ModelConfig(method='slavc', dim=16, box_weight=1.0, vdrop=0.0))   # no dropout: no per-process RNG
         cfg = TrainConfig(epochs=2, batch_size=16, num_workers=0, labeled=0.5, amp=False, eval_batch_size=48, seed=0, device='cpu')
         model, hist = fit(model, cfg, AVSLDataset(bench['train']), AVSLDataset(bench['val']), out_dir=out, log=lambda *a: None)
         return {'state': model.state_dict(), 'history': hist}

@@ -43,17 +43,19 @@ def test_shard_order_is_the_single_process_order():
         assert shards[0][4 * t: 4 * t + 4] + shards[1][4 * t: 4 * t + 4] == batch
 
 
-def test_ddp_two_processes_equal_one(tmp_path):
-    r0, r1 = _torchrun('fit', tmp_path)
-    ref = ddp_worker.run('fit')
+@pytest.mark.parametrize('mode', ['fit', 'fit_slavc'])
+def test_ddp_two_processes_equal_one(tmp_path, mode):
+    "EZ-VSL (max-MIL negatives) and SLAVC (two heads, momentum targets, gathered 8 ways) with the box loss."
+    r0, r1 = _torchrun(mode, tmp_path)
+    ref = ddp_worker.run(mode)
     assert all(torch.equal(v, r1['state'][k]) for k, v in r0['state'].items())  # the processes stay identical
     diff = _rel_diff(r0['state'], ref['state'])
-    print(f"\nDDP (2 processes) vs one process, frozen BatchNorm, 12 Adam steps: relative parameter distance {diff:.1e}")
+    print(f"\nDDP (2 processes) vs one process, {mode}, frozen BatchNorm, 12 Adam steps: relative parameter distance {diff:.1e}")
     assert diff < 1e-3, diff           # float summation order only (measured 2e-5; a wrong gradient gave 1.0 and more)
     for a, b in zip(r0['history'], ref['history']):
         assert abs(a['train_loss'] - b['train_loss']) < 1e-4 * max(1, abs(b['train_loss'])), (a['train_loss'], b['train_loss'])
         assert abs(a['val_auc'] - b['val_auc']) < 1e-3
-    assert (tmp_path / 'fit' / 'last.pt').exists() and (tmp_path / 'fit' / 'history.json').exists()   # written by rank 0
+    assert (tmp_path / mode / 'last.pt').exists() and (tmp_path / mode / 'history.json').exists()   # written by rank 0
 
 
 def test_dmt_under_ddp(tmp_path):

@@ -117,3 +117,16 @@ def test_short_bbox_and_validate_rekeys(tmp_path):
     with pytest.raises(rd.RealDataError, match='subset'): ds.view_of('none', [1, 2]).validate()
     with pytest.warns(UserWarning, match='could not be decoded'): assert ds.validate() == [ids[0]]
     assert ds.ids == ids[1:] and ds._fingerprint != key
+
+
+def test_audio_cache(tmp_path, monkeypatch):
+    ids = rd.write_example(tmp_path / 'd', 'vggss', n=2)
+    ds = rd.RealAVDataset(tmp_path / 'd', ids, 'vggss', image_size=64, audio_cache=tmp_path / 'cache')
+    first = ds[1]
+    assert len(list((tmp_path / 'cache').rglob('*.npz'))) == 1
+    monkeypatch.setattr(rd, 'load_wav', lambda *a, **k: pytest.fail('audio decoded again although cached'))
+    again = ds[1]
+    assert torch.equal(first['spec'], again['spec']) and torch.equal(first['wave'], again['wave'])
+    plain = rd.RealAVDataset(tmp_path / 'd', ids, 'vggss', image_size=64)
+    monkeypatch.undo()
+    torch.testing.assert_close(plain[1]['spec'], first['spec'], atol=0.01, rtol=0)      # float16 storage
