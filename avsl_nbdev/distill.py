@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_distillation.ipynb #beb1b686
 from __future__ import annotations
-import dataclasses, json, os, time
+import dataclasses, json, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from .data import (SOUNDING, CATEGORY_NAMES, STYLES, SynthConfig, AudioConfig, L
                              render_clip, pink_noise, sprite_at, _background, IMAGENET_MEAN, IMAGENET_STD, load_benchmark)
 from .encoders import AudioVGGish, SmallCNN, ResNet18Trunk, ObjectPretrainConfig, pretrained_cnn, conv_bn
 from .contrastive import ModelConfig, build_model
-from .train import (TrainConfig, fit, evaluate, resolve_device, run, run_dir, atomic_write_json, BASELINES,
+from .train import (TrainConfig, fit, evaluate, resolve_device, run, run_dir, atomic_save, atomic_write_json, BASELINES,
                               with_pretrained_visual, baseline_grid)
 
 # %% auto #0
@@ -118,10 +118,6 @@ class AudioTeacher(nn.Module):
     def embed(self, batch: dict) -> torch.Tensor: return self.emb(self.trunk(batch['spec']))
 
 # %% ../nbs/12_distillation.ipynb #82e9791c
-def _atomic_torch_save(obj, path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp'); torch.save(obj, tmp); os.replace(tmp, path)
-
 def pretrain_audio_teacher(cfg: AudioTeacherConfig, path, log=print) -> dict:
     "Train an `AudioTeacher` on `teacher_sounds(cfg)` (last variant of each class held out); save its state dict to `path`."
     t0 = time.perf_counter()
@@ -149,7 +145,7 @@ def pretrain_audio_teacher(cfg: AudioTeacherConfig, path, log=print) -> dict:
         net.eval()
         with torch.no_grad(): acc = net(xv).argmax(1).eq(labels[held]).float().mean().item()
         log(f"audio teacher epoch {ep + 1}/{cfg.epochs}: loss {losses[-1]:.3f}, held-out accuracy {acc:.1%}")
-    _atomic_torch_save(net.state_dict(), Path(path))
+    atomic_save(net.state_dict(), Path(path))
     stats = {'held_out_accuracy': acc, 'chance': 1 / N_AUDIO_CLASSES, 'n_train': len(tr), 'n_held_out': int(held.sum()),
              'losses': losses, 'seconds': time.perf_counter() - t0}
     atomic_write_json(stats, Path(path).with_suffix('.json'))
@@ -252,7 +248,7 @@ def pretrain_visual_teacher(cfg: VisualTeacherConfig, path, log=print) -> dict:
         scores = teacher_map_scores(net, xv, yv)
         log(f"visual teacher epoch {ep + 1}/{cfg.epochs}: loss {losses[-1]:.3f}, held-out cell IoU {scores['cell_iou']:.3f}, "
             f"map correlation {scores['corr']:.3f}")
-    _atomic_torch_save(net.state_dict(), Path(path))
+    atomic_save(net.state_dict(), Path(path))
     stats = {**scores, 'n_train': len(x), 'n_held_out': n_val, 'losses': losses, 'seconds': time.perf_counter() - t0}
     atomic_write_json(stats, Path(path).with_suffix('.json'))
     return stats

@@ -18,6 +18,7 @@ from PIL import Image
 from .core import ConfigError, check_config, config_key
 from .data import image_transform, AugConfig
 from .metrics import gt_map
+from .train import atomic_savez
 
 # %% auto #0
 __all__ = ['KINDS_REAL', 'RealDataError', 'RealAudioConfig', 'load_wav', 'ezvsl_spectrogram', 'read_ids', 'flickr_boxes',
@@ -134,7 +135,8 @@ def check_overlap(train_ids, test_ids, train_name: str = 'train', test_name: str
            f"(e.g. {shared[:5]}){'; dropped from ' + train_name if action == 'drop' else ''}")
     if action == 'raise': raise RealDataError(msg)
     warnings.warn(msg)
-    return [i for i in train_ids if i not in set(shared)] if action == 'drop' else list(train_ids)
+    drop = set(shared) if action == 'drop' else set()
+    return [i for i in train_ids if i not in drop]
 
 # %% ../nbs/14_real_data.ipynb #79b05346
 KINDS_REAL = ('flickr', 'vggss')
@@ -243,12 +245,8 @@ class RealAVDataset(torch.utils.data.Dataset):
             return torch.from_numpy(z['wave'].astype(np.float32))[None], torch.from_numpy(z['spec'].astype(np.float32))
         wave = load_wav(self._paths(i)['audio'], self.audio)
         spec = ezvsl_spectrogram(wave, self.audio)
-        if f is not None:                                     # per-process temporary name, then an atomic rename
-            import os
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f'.{f.stem}.{os.getpid()}.npz')
-            np.savez(tmp, wave=wave.astype(np.float16), spec=spec.numpy().astype(np.float16))
-            os.replace(tmp, f)
+        if f is not None:
+            atomic_savez(f, wave=wave.astype(np.float16), spec=spec.numpy().astype(np.float16))
             wave, spec = wave.astype(np.float16).astype(np.float32), spec.half().float()   # first use = later uses
         return torch.from_numpy(wave)[None], spec
 

@@ -18,8 +18,9 @@ from .contrastive import ModelConfig, build_model
 
 # %% auto #0
 __all__ = ['BASELINES', 'TrainConfig', 'resolve_device', 'labeled_mask', 'to_device', 'autocast', 'atomic_write_json',
-           'atomic_save', 'epoch_seed', 'make_loader', 'shard_order', 'evaluate', 'fit', 'runs_dir', 'run_dir', 'run',
-           'load_run_model', 'with_pretrained_visual', 'baseline_grid', 'results_table', 'mean_std_table', 'show_maps']
+           'atomic_save', 'atomic_savez', 'epoch_seed', 'make_loader', 'shard_order', 'evaluate', 'fit', 'runs_dir',
+           'run_dir', 'run', 'load_run_model', 'with_pretrained_visual', 'baseline_grid', 'results_table',
+           'mean_std_table', 'show_maps']
 
 # %% ../nbs/04b_train.ipynb #d459eb47
 @dataclass
@@ -97,6 +98,14 @@ def atomic_save(obj, path) -> Path:
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
     torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+def atomic_savez(path, **arrays) -> Path:
+    "`np.savez` to a per-process temporary file in the same folder, then rename (parallel writers of one cache are safe)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.npz')          # np.savez appends .npz to other names
+    np.savez(tmp, **arrays)
     os.replace(tmp, path)
     return path
 

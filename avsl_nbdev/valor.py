@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_valor.ipynb #68e65a83
 from __future__ import annotations
-import csv, dataclasses, json, math, os, re, time, uuid, warnings
+import csv, dataclasses, json, math, re, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from .core import ConfigError, check_config, config_key, cache_dir, preset_confi
 from .data import (SOUNDING, SILENT, split_id, sound_bank, sprite_at, pink_noise, LogMel, AudioConfig,
                    IMAGENET_MEAN, IMAGENET_STD, _background, _overlap)
 from .encoders import build_visual, pretrained_cnn, ObjectPretrainConfig
+from .train import atomic_save, atomic_savez, atomic_write_json
 
 # %% auto #0
 __all__ = ['KINDS_AV', 'SR', 'LLP_SYNTH_VERSION', 'AVVP_METRICS', 'VALOR_RUNS_VERSION', 'MODELS', 'LLP_CLASSES', 'LLP_FILES',
@@ -202,10 +203,6 @@ def dense_from_intervals(intervals: list, n_classes: int, T: int = 10) -> np.nda
     for c, on, off in intervals: g[c, int(on):int(off)] = 1
     return g
 
-def _atomic_npz(path: Path, **arrays):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:6]}.npz')
-    np.savez(tmp, **arrays); os.replace(tmp, path)
 
 def build_llp_split(cfg: LLPSynthConfig, split: str, fx: FeatureExtractor, chunk: int = 64) -> dict:
     "Features and labels of one split: `audio [N, T, Da]`, `visual [N, T, Dv]`, `weak [N, C]`, `gt_a`/`gt_v [N, C, T]`, `kinds [N, C]`."
@@ -260,7 +257,7 @@ def load_llp_synth(cfg: LLPSynthConfig | None = None, rebuild: bool = False, log
             fx = fx or FeatureExtractor(cfg.cnn_preset, log=log)
             t0 = time.perf_counter()
             d = teacher_data(cfg, fx) if part == 'teacher' else build_llp_split(cfg, part, fx)
-            _atomic_npz(path, **d)
+            atomic_savez(path, **d)
             log(f"built SynthLLP {part} in {time.perf_counter() - t0:.1f} s -> {path}")
         with np.load(path) as z: out[part] = {k: z[k] for k in z.files}
     (root / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg)))
@@ -414,10 +411,7 @@ class PromptTeacher(nn.Module):
 
 def save_teacher(teacher: nn.Module, path) -> Path:
     "Save a `SegmentTeacher` / `PromptTeacher` (meta + state dict) atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    torch.save({'meta': teacher.meta, 'state_dict': teacher.state_dict()}, tmp); os.replace(tmp, path)
-    return path
+    return atomic_save({'meta': teacher.meta, 'state_dict': teacher.state_dict()}, path)
 
 def load_teacher(path) -> nn.Module:
     "A teacher from a local file: TorchScript (features -> logits) or a file written by `save_teacher`. Never downloads."
@@ -687,8 +681,7 @@ def valor_compare(dcfg: LLPSynthConfig, pcfg: ParserConfig, tcfg: TeacherConfig,
                 val = r['history'].iloc[r['best_epoch'] - 1]
                 res = {'test': evaluate(r['model'], llp['test'], r['stats']), 'best_epoch': r['best_epoch'],
                        'val_seg_Type': float(val['val_seg_Type']), 'seconds': time.perf_counter() - t0}
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp'); tmp.write_text(json.dumps(res)); os.replace(tmp, path)
+                atomic_write_json(res, path)
             log(f"seed {seed} {name}: test seg Type@AV {res['test']['seg_Type']:.1f} (epoch {res['best_epoch']}, {res['seconds']:.0f} s)")
             rows.append({'model': name, 'seed': seed, 'best_epoch': res['best_epoch'], 'val_seg_Type': res['val_seg_Type'],
                          'seconds': res['seconds'], **res['test']})
