@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .core import ConfigError, check_config, preset_config, seed_everything, config_key, dist_sum, dist_rank, init_distributed
-from .data import AVSLDataset, SynthConfig, load_benchmark, split_dataset
+from .data import AVSLDataset, SynthConfig, load_benchmark, split_dataset, labeled_subset
 from .metrics import minmax, upsample
 from .contrastive import ModelConfig, METHODS
 from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, atomic_write_json, mean_std_table
@@ -23,9 +23,9 @@ from .ipl import combine_masks, COMBINE
 from .ema import ema_update, strong_view, StrongAug
 
 # %% auto #0
-__all__ = ['EVAL_NETS', 'CODE_VERSION', 'PL_STATS', 'RESUMABLE', 'SCORE_COLS', 'DMTConfig', 'data_key', 'dmt_labeled_mask',
-           'stage1', 'DualMeanTeacher', 'check_out_dir', 'stage2_indices', 'train', 'run_dmt', 'compare',
-           'comparison_file', 'demo', 'main']
+__all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'PL_STATS', 'RESUMABLE', 'SCORE_COLS', 'DMTConfig', 'data_key',
+           'dmt_labeled_mask', 'dmt_key', 'teacher_runs', 'stage1', 'DualMeanTeacher', 'check_out_dir',
+           'stage2_indices', 'train', 'run_dmt', 'compare', 'comparison_file', 'demo', 'main']
 
 # %% ../nbs/09_dmt.ipynb #9961caca
 EVAL_NETS = ('teacher_a', 'teacher_b', 'student_a', 'student_b', 'teachers')
@@ -42,6 +42,7 @@ class DMTConfig:
     dim: int = 128
     labeled: int | float = 256            # D_l: a count or a ratio of the training split (nested subsets)
     labeled_seed: int = 0
+    unlabeled: int | float | None = None  # D_u: None = every other training frame; a count or a ratio of them (nested subsets)
     stage1_epochs: int = 8
     stage1_samples: int = 1024            # samples per stage-1 epoch (D_l repeated)
     stage2_epochs: int = 6
@@ -76,6 +77,7 @@ class DMTConfig:
             'method': (lambda v: v in METHODS, f'one of {METHODS}'),
             'audio_b': (lambda v: self.teachers == 1 or v != self.audio_a, 'a backbone different from audio_a (the teachers must differ)'),
             'labeled': (lambda v: (isinstance(v, int) and v > 0) or (isinstance(v, float) and 0 < v < 1), 'a positive count (int) or a ratio in (0, 1)'),
+            'unlabeled': (lambda v: v is None or (isinstance(v, int) and v > 0) or (isinstance(v, float) and 0 < v <= 1), 'None, a positive count (int) or a ratio in (0, 1]'),
             'stage1_epochs': (pos, 'a positive integer'), 'stage1_samples': (pos, 'a positive integer'),
             'stage2_epochs': (pos, 'a positive integer'),
             'teachers': (lambda v: v in (1, 2), '1 or 2'),
@@ -144,15 +146,28 @@ def dmt_labeled_mask(cfg: DMTConfig, bench) -> torch.Tensor:
     out[torch.nonzero(boxed).flatten()[labeled_mask(n, want, cfg.labeled_seed)]] = True
     return out
 
-def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True):
-    "Train (or load) the stage-1 teachers; returns `(teachers, histories)`."
-    is_lab = dmt_labeled_mask(cfg, bench)
-    teachers, hists = [], []
+def dmt_key(cfg: DMTConfig) -> dict:
+    "The config as it enters run keys: fields added after `CODE_VERSION` 2 count only when set, so older cached runs stay valid."
+    return {k: v for k, v in asdict(cfg).items() if not (k in LATE_FIELDS and v == LATE_FIELDS[k])}
+
+LATE_FIELDS = {'unlabeled': None}     # field -> the default that reproduces the runs made before the field existed
+
+def teacher_runs(cfg: DMTConfig, bench, out_dir=None) -> list[tuple]:
+    "`(letter, ModelConfig, TrainConfig, folder)` of each stage-1 teacher; the folder is a hash of all it depends on."
+    out = []
     for k, mcfg in zip('ab', _model_cfgs(cfg)):
         tcfg = _train_cfg(cfg, cfg.stage1_epochs, cfg.seed + (1000 if k == 'b' else 0))
         key = {'model': asdict(mcfg), 'train': asdict(tcfg), 'labeled': [cfg.labeled, cfg.labeled_seed],
                'samples': cfg.stage1_samples, 'data': data_key(bench), 'code': CODE_VERSION}
-        out = Path(out_dir) / f'teacher_{k}' if out_dir else run_dir(f'teacher-{k}', key)
+        out.append((k, mcfg, tcfg, Path(out_dir) / f'teacher_{k}' if out_dir else run_dir(f'teacher-{k}', key)))
+    return out
+
+def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True, which: str = 'ab'):
+    "Train (or load) the stage-1 teachers (`which`: both, or only 'a' / 'b'); returns `(teachers, histories)`."
+    is_lab = dmt_labeled_mask(cfg, bench)
+    teachers, hists = [], []
+    for k, mcfg, tcfg, out in teacher_runs(cfg, bench, out_dir):
+        if k not in which: continue
         log(f"== stage 1, teacher {k.upper()} ({mcfg.audio}), {int(is_lab.sum())} labeled frames -> {out}")
         m, h = train_teacher(mcfg, tcfg, bench, is_lab, cfg.stage1_samples, out, log, resume)
         teachers.append(m.eval()); hists.append(h)
@@ -255,14 +270,20 @@ def check_out_dir(cfg: DMTConfig, out_dir, resume: bool = True):
     f = Path(out_dir) / 'dmt_config.json'
     if f.exists() and resume:
         old = json.loads(f.read_text())
-        diff = [k for k, v in asdict(cfg).items() if k not in RESUMABLE and old.get(k) != v]
+        diff = [k for k, v in asdict(cfg).items() if k not in RESUMABLE and old.get(k, LATE_FIELDS.get(k)) != v]
         if diff: raise ConfigError(f"{out_dir} holds a DMT run with different {', '.join(f'{k}={old.get(k)!r}' for k in diff)}: "
                                    f"use another output folder, or --no-resume to overwrite it")
     atomic_write_json(asdict(cfg), f)
 
-def stage2_indices(is_labeled: torch.Tensor, labeled_frac: float) -> np.ndarray:
-    "All unlabeled indices plus D_l repeated so that labeled samples make up about `labeled_frac` of the epoch."
+def stage2_indices(is_labeled: torch.Tensor, labeled_frac: float, unlabeled: int | float | None = None,
+                   seed: int = 0) -> np.ndarray:
+    """The unlabeled indices (all, or a nested subset of `unlabeled` frames: a count or a ratio) plus D_l repeated so
+    that labeled samples make up about `labeled_frac` of the epoch."""
     lab, unl = torch.nonzero(is_labeled).flatten().numpy(), torch.nonzero(~is_labeled).flatten().numpy()
+    if unlabeled is not None:
+        kw = {'ratio': unlabeled} if isinstance(unlabeled, float) else {'count': unlabeled}
+        try: unl = unl[labeled_subset(len(unl), seed=seed + 1, **kw)]
+        except ConfigError as e: raise ConfigError(f"DMTConfig.unlabeled = {unlabeled!r}: {len(unl)} unlabeled frames ({e})") from None
     reps = max(1, int(round(labeled_frac / (1 - labeled_frac) * len(unl) / max(len(lab), 1))))
     return np.concatenate([unl, np.tile(lab, reps)])
 
@@ -288,13 +309,13 @@ def train(cfg: DMTConfig | None = None, data=None, out_dir=None, resume: bool = 
     if out_dir: check_out_dir(cfg, out_dir, resume)
     teachers, t_hist = stage1(cfg, bench, out_dir, log, resume)
     is_lab = dmt_labeled_mask(cfg, bench)
-    key = {'dmt': asdict(cfg), 'data': data_key(bench), 'code': CODE_VERSION}
+    key = {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION}
     out = Path(out_dir) / 'stage2' if out_dir else run_dir('dmt-stage2', key)
     seed_everything(cfg.seed)
     model = DualMeanTeacher(cfg, [copy.deepcopy(t) for t in teachers])
     log(f"== stage 2: {cfg.teachers} teacher(s), filter={cfg.filter}, combine={cfg.combine}, "
         f"teacher update={cfg.teacher_update} -> {out}")
-    ds = split_dataset(bench['train'], 'weak', stage2_indices(is_lab, cfg.labeled_frac))
+    ds = split_dataset(bench['train'], 'weak', stage2_indices(is_lab, cfg.labeled_frac, cfg.unlabeled, cfg.labeled_seed))
     model, hist = fit(model, _train_cfg(cfg, cfg.stage2_epochs, cfg.seed), ds, split_dataset(bench['val']),
                       out_dir=out, resume=resume, log=log, is_labeled=is_lab)
     hist_all = {'teacher_a': t_hist[0], 'stage2': hist}
@@ -309,7 +330,7 @@ def run_dmt(cfg: DMTConfig, synth: SynthConfig | None = None, rerun: bool = Fals
     "Train (or load) one DMT run and score it on test; returns a JSON-able dict with histories and val/test metrics."
     synth = synth or SynthConfig.preset()
     bench = load_benchmark(synth)
-    out = run_dir('dmt-stage2', {'dmt': asdict(cfg), 'data': data_key(bench), 'code': CODE_VERSION})
+    out = run_dir('dmt-stage2', {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION})
     if (out / 'result.json').exists() and not rerun: return json.loads((out / 'result.json').read_text())
     r = train(cfg, bench, log=log)
     device = resolve_device(cfg.device)

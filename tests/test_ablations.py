@@ -1,0 +1,131 @@
+"""The ablation sweep (nbs/10_ablations.ipynb): the plan, the unlabeled subsets, tables, example picking, and a tiny
+sweep end to end in two worker processes, then resumed from its cache without training anything."""
+import json
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from avsl_nbdev.core import ConfigError
+from avsl_nbdev.dmt import DMTConfig, dmt_key, stage2_indices, check_out_dir
+from avsl_nbdev.ablations import (AblationConfig, COMPONENTS, plan, pair_config, results_frame, summary, pick_examples,
+                                  run_ablations, main, METRICS)
+
+
+def test_plan_cpu_grid():
+    a = AblationConfig.preset('cpu')
+    rows = plan(a)
+    per = pd.DataFrame([{k: r[k] for k in ('exp', 'variant', 'x', 'seed')} for r in rows])
+    # every point of every experiment has all three seeds
+    assert (per.groupby(['exp', 'variant', 'x'], dropna=False).seed.nunique() == 3).all()
+    counts = per[per.seed == 0].exp.value_counts().to_dict()
+    assert counts == {'ratios': 10, 'components': len(COMPONENTS), 'backbones': 4, 'unlabeled': 3, 'baselines': 2}
+    # D_l follows the ratio; the single mean teacher has one teacher and no filter
+    r = [x for x in rows if x['exp'] == 'ratios' and x['seed'] == 1]
+    assert [x['cfg'].labeled for x in r if x['variant'] == 'DMT'] == list(a.ratios)
+    assert all(x['cfg'].teachers == 1 and not x['cfg'].filter for x in r if x['variant'] == 'single mean teacher')
+    comp = {x['variant']: x['cfg'] for x in rows if x['exp'] == 'components' and x['seed'] == 0}
+    assert comp['no noise filter'].filter is False and comp['no IPL: union'].combine == 'union'
+    assert comp["no IPL: teacher A's mask"].combine == 'a' and comp['no EMA: teacher = student'].teacher_update == 'copy'
+    assert comp['no EMA: frozen teachers'].teacher_update == 'frozen' and comp['full DMT'] == a.base(0)
+    unl = [(x['cfg'].unlabeled, x['cfg'].stage2_epochs) for x in rows if x['exp'] == 'unlabeled' and x['seed'] == 0]
+    assert unl == [(0.25, 12), (0.5, 6), (None, 3)]       # 1x, 2x, 4x = all of the pool; the same number of steps
+    # backbone pairs are scored on both teachers' mean map, not on teacher A (whose backbone differs between pairs)
+    assert {x['cfg'].eval_net for x in rows if x['exp'] == 'backbones'} == {'teachers'}
+    # shared runs are one config: full DMT = 4x unlabeled = the default ratio's DMT
+    full = dmt_key(comp['full DMT'])
+    same = [x for x in rows if x['seed'] == 0 and 'cfg' in x and dmt_key(x['cfg']) == full]
+    assert {x['exp'] for x in same} == {'components', 'unlabeled', 'ratios'}
+
+
+def test_pairs_and_config_errors():
+    c = DMTConfig.preset('gpu')
+    assert (pair_config(c, 'RV').audio_a, pair_config(c, 'RV').audio_b) == ('resnet', 'vggish')      # full-size nets
+    assert pair_config(DMTConfig.preset('cpu'), 'RS', 'slavc').audio_a == 'resnet-small'
+    for bad, field in [(dict(pairs=('VV',)), 'pairs'), (dict(ratios=(0.0,)), 'ratios'), (dict(seeds=0), 'seeds'),
+                       (dict(components=('nope',)), 'components'), (dict(dmt=dict(tau=2.0)), 'DMTConfig.tau')]:
+        with pytest.raises(ConfigError, match=field): AblationConfig(**bad)
+    with pytest.raises(ConfigError, match='--jobs'): main(['--preset', 'tiny', '--jobs', '0'])
+    with pytest.raises(ConfigError, match='preset'): AblationConfig.preset('huge')
+    # dict overrides add to the preset's schedule instead of replacing it
+    a = AblationConfig.preset('cpu', dmt=dict(tau=0.6))
+    assert a.dmt['tau'] == 0.6 and a.dmt['stage2_epochs'] == 3
+
+
+def test_unlabeled_subsets_nested():
+    lab = torch.zeros(200, dtype=torch.bool); lab[::10] = True            # 20 labeled, 180 unlabeled
+    unl = lambda idx: set(idx[~lab[idx].numpy()].tolist())
+    quarter, half, full = (stage2_indices(lab, 0.25, u) for u in (0.25, 0.5, None))
+    assert len(unl(quarter)) == 45 and len(unl(half)) == 90 and len(unl(full)) == 180
+    assert unl(quarter) < unl(half) < unl(full)                          # nested: more data only adds frames
+    # D_l stays about 25 % of every epoch (20 labeled frames repeated a whole number of times: 1, 2, 3)
+    assert [round(lab[idx].float().mean().item(), 3) for idx in (quarter, half, full)] == [0.308, 0.308, 0.25]
+    assert len(unl(stage2_indices(lab, 0.25, 30))) == 30
+    with pytest.raises(ConfigError, match='DMTConfig.unlabeled'): stage2_indices(lab, 0.25, 500)
+    with pytest.raises(ConfigError, match='DMTConfig.unlabeled'): DMTConfig(unlabeled=1.5)
+
+
+def test_new_field_keeps_old_run_keys(tmp_path):
+    c = DMTConfig.preset('cpu')
+    assert 'unlabeled' not in dmt_key(c) and dmt_key(DMTConfig.preset('cpu', unlabeled=0.5))['unlabeled'] == 0.5
+    # a run folder written before the field existed is still resumable with the default
+    old = {k: v for k, v in dataclasses_asdict(c).items() if k != 'unlabeled'}
+    (tmp_path / 'dmt_config.json').write_text(json.dumps(old))
+    check_out_dir(c, tmp_path)
+    (tmp_path / 'dmt_config.json').write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match='unlabeled'): check_out_dir(DMTConfig.preset('cpu', unlabeled=0.5), tmp_path)
+
+
+def dataclasses_asdict(c):
+    import dataclasses
+    return dataclasses.asdict(c)
+
+
+def test_results_frame_and_summary():
+    def res(auc, s1=None):
+        test = {m: auc for m in METRICS}
+        out = {'stage2': {'val': {'auc': auc}, 'test': test}}
+        if s1 is not None: out['stage1'] = {'val': {'auc': s1}, 'test': {m: s1 for m in METRICS}}
+        return out
+    rows = [dict(exp='ratios', variant='DMT', x=0.1, seed=s, cfg=None, result=res(a, b))
+            for s, (a, b) in enumerate([(0.2, 0.1), (0.4, 0.3)])]
+    rows += [dict(exp='baselines', variant='EZ-VSL', x=None, seed=0, baseline='EZ-VSL',
+                  result={'val': {'auc': 0.5}, 'test': {m: 0.5 for m in METRICS}})]
+    df = results_frame(rows)
+    assert len(df) == 5 and set(df.variant) == {'DMT', 'supervised-only (stage 1)', 'EZ-VSL'}
+    tab = summary(df, 'ratios', ('auc',))
+    assert tab.loc['DMT @ 0.1', 'auc'] == '0.3 ± 0.1'                              # mean, population std over seeds
+    assert tab.loc['supervised-only (stage 1) @ 0.1', 'auc'] == '0.2 ± 0.1'
+    assert summary(df, 'baselines', ('auc',)).loc['EZ-VSL', 'seeds'] == 1
+
+
+def test_pick_examples(tiny_bench):
+    test = tiny_bench['test']
+    cases = pick_examples(test, 3)
+    kinds, boxes, sounding = test['kind'], test['boxes'], test['sounding']
+    assert len(cases['silent']) > 0 and all(kinds[i] == 1 for i in cases['silent'])
+    area = lambda i: min((b[2] - b[0]) * (b[3] - b[1]) for b, s in zip(boxes[i], sounding[i]) if s)
+    normal = [i for i in range(len(test)) if kinds[i] == 0 and any(sounding[i])]
+    assert [area(i) for i in cases['small']] == sorted(area(i) for i in normal)[:3]
+    assert len(boxes[cases['multi-object'][0]]) == max(len(boxes[i]) for i in normal)
+
+
+def test_tiny_sweep_parallel_then_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv('AVSL_RUNS', str(tmp_path / 'runs'))              # inherited by the spawned workers
+    a = AblationConfig.preset('tiny', ratios=(0.2,), components=('full DMT', 'no EMA: frozen teachers'),
+                              pairs=('VS',), slavc_pairs=(), multiples=(1, 2))
+    out = run_ablations(a, tmp_path / 'fig', jobs=2, log=lambda *x, **k: None)
+    df = out['df']
+    assert set(df.exp) == {'ratios', 'components', 'backbones', 'unlabeled', 'baselines'}
+    for p in out['paths'].values(): assert p.exists() and p.stat().st_size > 1000
+    saved = pd.read_csv(tmp_path / 'fig' / 'ablations_tiny.csv')
+    assert len(saved) == len(df) and np.allclose(saved.auc, df.auc, equal_nan=True)
+    meta = json.loads((tmp_path / 'fig' / 'ablations_tiny.json').read_text())
+    assert meta['jobs'] == 2 and set(meta['trivial']) == {'full', 'centre', 'random'}
+    curves = pd.read_csv(tmp_path / 'fig' / 'ablation_curves_tiny.csv')
+    assert set(curves.epoch) == {1, 2} and curves.accept_rate.between(0, 1).all()
+    ckpts = {p: p.stat().st_mtime_ns for p in (tmp_path / 'runs').rglob('*.pt')}
+    assert len(ckpts) >= 10
+    again = run_ablations(a, tmp_path / 'fig2', jobs=1, log=lambda *x, **k: None)      # resumed: nothing retrained
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / 'runs').rglob('*.pt')} == ckpts
+    pd.testing.assert_frame_equal(again['df'], df)
