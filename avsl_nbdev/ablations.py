@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_ablations.ipynb #887b1e6e
 from __future__ import annotations
-import argparse, dataclasses, json, os, sys, time
+import argparse, json, os, sys, time
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from .core import ConfigError, check_config, current_preset, repo_root
-from .data import SynthConfig, AVSLDataset, load_benchmark, split_dataset
+from .data import SynthConfig, AVSLDataset, load_benchmark
 from .train import TrainConfig, run as train_run, run_dir, load_run_model, atomic_write_json, mean_std_table
-from .dmt import DMTConfig, run_dmt, teacher_runs, stage1, dmt_key, data_key, CODE_VERSION, _model_cfgs, SCORE_COLS
+from .dmt import DMTConfig, run_dmt, teacher_runs, stage1, dmt_key, data_key, CODE_VERSION, _model_cfgs
 
 # %% auto #0
-__all__ = ['COMPONENTS', 'AUDIO', 'METRICS', 'CURVE_COLS', 'TRIVIAL_STYLE', 'FIGURES', 'AblationConfig', 'pair_config', 'plan',
+__all__ = ['COMPONENTS', 'AUDIO', 'METRICS', 'CURVE_COLS', 'TRIVIAL_STYLE', 'AblationConfig', 'pair_config', 'plan',
            'baseline_configs', 'sweep', 'results_frame', 'curves_frame', 'summary', 'trivial_lines', 'line_panel',
            'bar_panel', 'curve_panel', 'fig_ratios', 'fig_components', 'fig_bars', 'fig_unlabeled', 'plt_subplots',
            'pick_examples', 'qualitative_models', 'fig_qualitative', 'default_jobs', 'run_ablations', 'backbone_frame',
@@ -312,7 +312,7 @@ def fig_components(df, curves, trivial: dict, metric: str = 'auc'):
     fig, axes = plt_subplots(1, 5, (20, 3.8), width_ratios=(1.6, 1, 1, 1, 1))
     bar_panel(axes[0], df[df.exp == 'components'], metric, order)
     trivial_lines(axes[0], trivial, metric, vertical=True)
-    axes[0].set_xlabel(f'test {metric}')
+    axes[0].set_xlabel(f'test {metric}'); axes[0].legend(fontsize=6, loc='lower right')
     c = curves[curves.exp == 'components']
     for ax, stat, title in zip(axes[1:], ('accept_rate', 'precision', 'iou', 'val_auc'),
                                ('share of unlabeled frames accepted', 'precision of accepted pseudo-labels',
@@ -371,8 +371,6 @@ def fig_qualitative(a: AblationConfig, rows: list[dict], n: int = 2):
     return fig
 
 # %% ../nbs/10_ablations.ipynb #c94fb4f7
-FIGURES = ('ratios', 'components', 'backbones', 'unlabeled', 'qualitative')
-
 def default_jobs() -> int:
     "2 processes on a CPU-only machine with at least 2 cores (see `sweep`), else 1."
     return 2 if not torch.cuda.is_available() and (os.cpu_count() or 1) >= 2 else 1
