@@ -21,7 +21,7 @@ __all__ = ['COMPONENTS', 'AUDIO', 'METRICS', 'CURVE_COLS', 'TRIVIAL_STYLE', 'Abl
            'baseline_configs', 'sweep', 'results_frame', 'curves_frame', 'summary', 'trivial_lines', 'line_panel',
            'bar_panel', 'curve_panel', 'fig_ratios', 'fig_components', 'fig_bars', 'fig_unlabeled', 'plt_subplots',
            'pick_examples', 'qualitative_models', 'fig_qualitative', 'default_jobs', 'run_ablations', 'backbone_frame',
-           'pd_concat', 'main']
+           'main']
 
 # %% ../nbs/10_ablations.ipynb #44ae70de
 COMPONENTS = {                                     # the component study: name -> DMTConfig changes ('single': one teacher)
@@ -206,8 +206,9 @@ def _units(a: AblationConfig, rows: list[dict]) -> tuple[dict, dict, list]:
         key_of.append(key)
     return teachers, runs, key_of
 
-def sweep(a: AblationConfig, jobs: int = 1, log=print) -> list[dict]:
-    "Train (or load) every run of `plan(a)`; returns the plan's rows, each with its `result` (a JSON-able dict)."
+def sweep(a: AblationConfig, jobs: int = 1, log=print) -> tuple[list[dict], dict]:
+    """Train (or load) every run of `plan(a)`; returns the plan's rows, each with its `result` (a JSON-able dict), and
+    how many teachers and runs were trained now (the rest came from the cache)."""
     synth = a.synth_config()
     _bench(synth)                                             # the benchmark, made once here
     rows = plan(a)
@@ -221,7 +222,8 @@ def sweep(a: AblationConfig, jobs: int = 1, log=print) -> list[dict]:
     keys = [k for k, (_, d) in runs.items() if not d]
     res = dict(zip(keys, _pool_map([runs[k][0] for k in keys], jobs, log, 'runs')))
     res.update({k: _work(t) for k, (t, d) in runs.items() if d})          # finished runs: read here, no worker
-    return [{**r, 'result': res[k]['result']} for r, k in zip(rows, key_of)]
+    trained = {'teachers': len(todo), 'runs': len(keys)}
+    return [{**r, 'result': res[k]['result']} for r, k in zip(rows, key_of)], trained
 
 # %% ../nbs/10_ablations.ipynb #eba3d3ac
 METRICS = ('auc', 'ciou50', 'mean_ciou', 'mse', 'fpr95')
@@ -392,9 +394,7 @@ def run_ablations(a: AblationConfig | str | None = None, out_dir=None, jobs: int
     out = Path(out_dir) if out_dir else repo_root() / 'figures'
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    teachers, runs, _ = _units(a, plan(a))
-    trained = {'teachers': sum(not d for *_, d in teachers.values()), 'runs': sum(not d for _, d in runs.values())}
-    rows = sweep(a, jobs, log)
+    rows, trained = sweep(a, jobs, log)
     seconds = time.perf_counter() - t0
     df, curves = results_frame(rows), curves_frame(rows)
     trivial = {k: v for k, v in score_trivial(AVSLDataset(_bench(a.synth_config())['test'])).items() if k in TRIVIAL_STYLE}
@@ -403,13 +403,13 @@ def run_ablations(a: AblationConfig | str | None = None, out_dir=None, jobs: int
     curves.to_csv(out / f'ablation_curves_{p}.csv', index=False)
     tables = {e: summary(df, e).to_dict('index') for e in df.exp.unique()}
     meta = dict(config=asdict(a), command=command, jobs=jobs, sweep_seconds=round(seconds, 1), commit=_commit(),
-                trained_now=trained, cached_before={'teachers': len(teachers) - trained['teachers'],
-                                                    'runs': len(runs) - trained['runs']},
+                trained_now=trained,
                 torch=torch.__version__, cpu_count=os.cpu_count(), date=time.strftime('%Y-%m-%d'))
     atomic_write_json({**meta, 'trivial': {k: {m: v[m] for m in METRICS} for k, v in trivial.items()}, 'tables': tables},
                       out / f'ablations_{p}.json')
+    bb, order = backbone_frame(df)
     figs = {'ratios': fig_ratios(df, trivial, n_train=a.synth_config().n_train), 'components': fig_components(df, curves, trivial),
-            'backbones': fig_bars(backbone_frame(df)[0], 'backbones', order=backbone_frame(df)[1]),
+            'backbones': fig_bars(bb, 'backbones', order=order),
             'unlabeled': fig_unlabeled(df, trivial), 'qualitative': fig_qualitative(a, rows)}
     paths = {}
     for k, f in figs.items():
@@ -420,14 +420,11 @@ def run_ablations(a: AblationConfig | str | None = None, out_dir=None, jobs: int
 
 def backbone_frame(df) -> tuple:
     "The backbone experiment with the self-supervised baselines as its 'w/o DMT' rows, and the rows' order."
+    import pandas as pd
     base = df[df.exp == 'baselines'].assign(exp='backbones', variant=lambda d: d.variant + ' w/o DMT')
-    d = pd_concat([base, df[df.exp == 'backbones']])
+    d = pd.concat([base, df[df.exp == 'backbones']], ignore_index=True)
     names = d.variant.unique().tolist()
     return d, [v for m in ('EZ-VSL', 'SLAVC') for v in names if v.startswith(m + ' ')]
-
-def pd_concat(frames):
-    import pandas as pd
-    return pd.concat(frames, ignore_index=True)
 
 def main(argv=None):
     "Command line: `python -m avsl_nbdev.ablations --preset cpu` (also `avsl_ablations`)."
