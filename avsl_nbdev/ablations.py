@@ -20,8 +20,8 @@ from .dmt import DMTConfig, run_dmt, teacher_runs, stage1, dmt_key, data_key, CO
 __all__ = ['COMPONENTS', 'AUDIO', 'METRICS', 'CURVE_COLS', 'TRIVIAL_STYLE', 'AblationConfig', 'pair_config', 'plan',
            'baseline_configs', 'sweep', 'results_frame', 'curves_frame', 'summary', 'trivial_lines', 'line_panel',
            'bar_panel', 'curve_panel', 'fig_ratios', 'fig_components', 'fig_bars', 'fig_unlabeled', 'plt_subplots',
-           'pick_examples', 'qualitative_models', 'fig_qualitative', 'default_jobs', 'run_ablations', 'backbone_frame',
-           'main']
+           'pick_examples', 'qualitative_models', 'fig_qualitative', 'default_jobs', 'output_tag', 'run_ablations',
+           'backbone_frame', 'main']
 
 # %% ../nbs/10_ablations.ipynb #44ae70de
 COMPONENTS = {                                     # the component study: name -> DMTConfig changes ('single': one teacher)
@@ -383,6 +383,16 @@ def _commit() -> str | None:
                                cwd=repo_root()).stdout.strip()
     except Exception: return None
 
+def output_tag(a: AblationConfig) -> str:
+    """File-name tag of a sweep's outputs: the preset's name for the preset's own sweep (the committed figures);
+    `<preset>-seeds<n>` when only the number of seeds differs; else `<preset>-<hash of the config>`. A smaller or
+    changed sweep therefore never overwrites the committed figures."""
+    ref = AblationConfig.preset(a.base_preset)
+    if a == ref: return a.base_preset
+    if replace(ref, seeds=a.seeds) == a: return f'{a.base_preset}-seeds{a.seeds}'
+    from avsl_nbdev.core import config_key
+    return f'{a.base_preset}-{config_key(asdict(a))}'
+
 def run_ablations(a: AblationConfig | str | None = None, out_dir=None, jobs: int | None = None, log=print,
                   command: str | None = None) -> dict:
     """Sweep `a` (a config or a preset name), write the raw results and the figures to `out_dir` (default: the
@@ -398,7 +408,7 @@ def run_ablations(a: AblationConfig | str | None = None, out_dir=None, jobs: int
     seconds = time.perf_counter() - t0
     df, curves = results_frame(rows), curves_frame(rows)
     trivial = {k: v for k, v in score_trivial(AVSLDataset(_bench(a.synth_config())['test'])).items() if k in TRIVIAL_STYLE}
-    p = a.base_preset
+    p = output_tag(a)
     df.to_csv(out / f'ablations_{p}.csv', index=False)
     curves.to_csv(out / f'ablation_curves_{p}.csv', index=False)
     tables = {e: summary(df, e).to_dict('index') for e in df.exp.unique()}
@@ -427,7 +437,11 @@ def backbone_frame(df) -> tuple:
     return d, [v for m in ('EZ-VSL', 'SLAVC') for v in names if v.startswith(m + ' ')]
 
 def main(argv=None):
-    "Command line: `python -m avsl_nbdev.ablations --preset cpu` (also `avsl_ablations`)."
+    "Command line: `python -m avsl_nbdev.ablations --preset cpu` (also `avsl_ablations`); an error is one line (`dmt.cli_errors`)."
+    from avsl_nbdev.dmt import cli_errors
+    return cli_errors('avsl_ablations', _main, argv)
+
+def _main(argv=None):
     import pandas as pd
     ap = argparse.ArgumentParser(prog='avsl_ablations', description='DMT ablations on the embedded benchmark; writes figures/.')
     ap.add_argument('--preset', default=None, help='tiny | cpu | gpu (default: $AVSL_PRESET or cpu)')

@@ -4,13 +4,14 @@
 
 # %% ../nbs/01_data.ipynb #559b74b8
 from __future__ import annotations
-import ctypes, dataclasses, importlib, importlib.util, os, shutil, time, uuid
+import ctypes, dataclasses, math, importlib, importlib.util, os, shutil, time, uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchaudio
 from PIL import Image, ImageDraw, ImageFont
 from scipy.signal import resample_poly
@@ -21,12 +22,14 @@ import datasets as hfd
 from .core import ConfigError, check_config, config_key, cache_dir, preset_config, repo_root
 
 # %% auto #0
-__all__ = ['SOUNDING', 'SILENT', 'CATEGORIES', 'CATEGORY_NAMES', 'SOUNDING_NAMES', 'STYLES', 'KINDS', 'PHRASES', 'SPLITS',
-           'DATA_VERSION', 'FEATURES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'Category', 'package_file', 'sprite',
-           'sprite_at', 'render_midi', 'speak', 'synth_sound', 'render_clip', 'SynthConfig', 'split_id', 'sound_bank',
-           'pink_noise', 'make_scene', 'build_split', 'benchmark_dir', 'load_split', 'load_benchmark', 'box_sizes',
-           'summarize', 'show_scenes', 'labeled_subset', 'AudioConfig', 'LogMel', 'boxes_to_mask', 'denormalize',
-           'AugConfig', 'image_transform', 'spec_augment', 'AVSLDataset', 'collate_av', 'split_dataset', 'demo']
+__all__ = ['SOUNDING', 'SILENT', 'CATEGORIES', 'CATEGORY_NAMES', 'SOUNDING_NAMES', 'STYLES', 'KINDS', 'PHRASES',
+           'VGGSS_SIZE_QUANTILES', 'SIZE_DISTS', 'SPLITS', 'DATA_VERSION', 'FEATURES', 'IMAGENET_MEAN', 'IMAGENET_STD',
+           'Category', 'package_file', 'sprite', 'sprite_at', 'render_midi', 'speak', 'synth_sound', 'render_clip',
+           'box_size_quantiles', 'draw_sizes', 'SynthConfig', 'split_id', 'sound_bank', 'pink_noise', 'make_scene',
+           'build_split', 'benchmark_dir', 'load_split', 'load_benchmark', 'box_sizes', 'summarize', 'show_scenes',
+           'labeled_subset', 'AudioConfig', 'LogMel', 'boxes_to_mask', 'denormalize', 'ViewAug', 'AugConfig',
+           'image_transform', 'random_affine', 'warp', 'transform_boxes', 'photometric', 'spec_augment',
+           'split_tensors', 'AVSLDataset', 'collate_av', 'split_dataset', 'demo']
 
 # %% ../nbs/01_data.ipynb #9fa23e96
 @dataclass(frozen=True)
@@ -264,6 +267,28 @@ def render_clip(cat: Category, rng: np.random.Generator, sr: int, n: int, rms: f
     if not np.isfinite(r) or r < 1e-6: raise RuntimeError(f"rendering {cat.name!r} produced silence")
     return (x * (rms / r)).astype(np.float32)
 
+# %% ../nbs/01_data.ipynb #de7fc3cf
+# sqrt(box area) / frame side of the 5,941 VGG-SS boxes (clipped to [0, 1], degenerate boxes dropped), at the quantiles
+# 0, 2.5, ..., 100 %: computed below from tests/fixtures/real/vggss_boxes.csv and checked against these numbers.
+VGGSS_SIZE_QUANTILES = (
+    0.0203, 0.1067, 0.1405, 0.1637, 0.1860, 0.2031, 0.2251, 0.2417, 0.2569, 0.2715, 0.2883, 0.3058, 0.3220, 0.3374,
+    0.3540, 0.3714, 0.3893, 0.4057, 0.4215, 0.4368, 0.4523, 0.4702, 0.4859, 0.5015, 0.5200, 0.5397, 0.5587, 0.5793,
+    0.5968, 0.6185, 0.6381, 0.6632, 0.6892, 0.7148, 0.7382, 0.7683, 0.7984, 0.8361, 0.8728, 0.9140, 1.0)
+SIZE_DISTS = ('vggss', 'loguniform')
+
+def box_size_quantiles(boxes, q=np.linspace(0, 1, 41)) -> np.ndarray:
+    "Quantiles `q` of sqrt(area) of normalised boxes `[N, 4]` (x1, y1, x2, y2 in [0, 1]; clipped, zero-area boxes dropped)."
+    b = np.clip(np.asarray(boxes, np.float64).reshape(-1, 4), 0, 1)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return np.quantile(np.sqrt(area[(b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])]), q)
+
+def draw_sizes(rng: np.random.Generator, k: int, dist: str = 'vggss', lo: float = 0.06, hi: float = 0.9) -> np.ndarray:
+    "`k` object sizes (sqrt(area) / frame side): VGG-SS's distribution or log-uniform in [lo, hi]; clipped to [lo, hi]."
+    if dist == 'vggss': s = np.interp(rng.uniform(0, 1, k), np.linspace(0, 1, len(VGGSS_SIZE_QUANTILES)), VGGSS_SIZE_QUANTILES)
+    elif dist == 'loguniform': s = np.exp(rng.uniform(np.log(lo), np.log(hi), k))
+    else: raise ConfigError(f"size_dist = {dist!r}: expected one of {SIZE_DISTS}")
+    return np.clip(s, lo, hi)
+
 # %% ../nbs/01_data.ipynb #b52ac5e2
 @dataclass
 class SynthConfig:
@@ -275,8 +300,9 @@ class SynthConfig:
     n_test: int = 500
     min_objects: int = 2          # objects per frame, uniform in [min_objects, max_objects]
     max_objects: int = 4
-    min_size: float = 0.08        # object size (longer side / frame width), log-uniform in [min_size, max_size]
-    max_size: float = 0.45
+    size_dist: str = 'vggss'      # object sizes: 'vggss' (VGG-SS's box sizes) | 'loguniform' (in [min_size, max_size])
+    min_size: float = 0.06        # object size = sqrt(box area) / frame width, clipped to [min_size, max_size]
+    max_size: float = 0.9
     n_sounding: int = 1           # sounding objects in a normal clip (2 = multi-source)
     silent_frac: float = 0.05     # clips with no sound source (noise only)
     offscreen_frac: float = 0.05  # clips whose source is not in the frame
@@ -301,6 +327,7 @@ class SynthConfig:
             'max_objects': (lambda v: self.min_objects <= v <= 8, 'an integer in [min_objects, 8]'),
             'min_size': (lambda v: 0.02 <= v <= self.max_size, 'a fraction in [0.02, max_size]'),
             'max_size': (lambda v: v <= 0.9, 'a fraction <= 0.9'),
+            'size_dist': (lambda v: v in SIZE_DISTS, f'one of {SIZE_DISTS}'),
             'n_sounding': (lambda v: v in (1, 2) and v <= self.min_objects, '1 or 2, and <= min_objects'),
             'silent_frac': (lambda v: 0 <= v <= 1, 'a fraction in [0, 1]'),
             'offscreen_frac': (lambda v: 0 <= v and v + self.silent_frac <= 1, 'a fraction with silent_frac + offscreen_frac <= 1'),
@@ -387,18 +414,19 @@ def make_scene(cfg: SynthConfig, split: str, i: int, bank: dict | None = None) -
     heard = cats[:n_src] if kind == 'normal' else [SOUNDING[quiet.pop(0)].name] if kind == 'offscreen' else []
 
     img = Image.fromarray((_background(rng, S) * 255).astype(np.uint8)).convert('RGBA')
-    boxes = []
-    sizes = np.exp(rng.uniform(np.log(cfg.min_size), np.log(cfg.max_size), k)) * S
-    for name, size in zip(cats, sizes):
-        sp = sprite_at(name, style, max(4, int(round(size))))
-        best = None
+    boxes = [None] * k
+    sizes = draw_sizes(rng, k, cfg.size_dist, cfg.min_size, cfg.max_size) * S       # sqrt(area) in pixels
+    for j in np.argsort(-sizes, kind='stable'):          # large objects first (behind), small ones in front of them
+        base = sprite(cats[j], style)                     # longer side that gives the drawn sqrt(area)
+        sp = sprite_at(cats[j], style, int(np.clip(round(sizes[j] * max(base.size) / np.sqrt(base.width * base.height)), 4, S)))
+        best, placed = None, [b for b in boxes if b is not None]
         for _ in range(50):
             x, y = int(rng.integers(0, S - sp.width + 1)), int(rng.integers(0, S - sp.height + 1))
             b = [x, y, x + sp.width, y + sp.height]
-            ov = _overlap(b, boxes)
+            ov = _overlap(b, placed)
             if best is None or ov < best[0]: best = (ov, b)
             if ov <= cfg.max_overlap: break
-        b = best[1]; img.alpha_composite(sp, (b[0], b[1])); boxes.append(b)
+        b = best[1]; img.alpha_composite(sp, (b[0], b[1])); boxes[j] = b
     im = np.asarray(img.convert('RGB'), np.float32)
     im = np.clip(im + rng.standard_normal(im.shape) * cfg.image_noise * 255, 0, 255).astype(np.uint8)
 
@@ -413,7 +441,7 @@ def make_scene(cfg: SynthConfig, split: str, i: int, bank: dict | None = None) -
                 kind=kind, heard=heard, style=style)
 
 # %% ../nbs/01_data.ipynb #ff51b9f0
-DATA_VERSION = '3'   # bump when generation changes: old caches are then ignored
+DATA_VERSION = '4'   # bump when generation changes: old caches are then ignored
 
 FEATURES = hfd.Features({
     'id': hfd.Value('string'),
@@ -560,15 +588,40 @@ def denormalize(img: torch.Tensor) -> torch.Tensor:
     return (img * s + m).clamp(0, 1)
 
 @dataclass
+class ViewAug:
+    "Parameters of a batched augmented view: crop-and-flip geometry, then photometric changes."
+    min_scale: float = 1.0      # crop area fraction, uniform in [min_scale, 1] (1 = no crop)
+    max_ratio: float = 4 / 3    # crop aspect ratio, log-uniform in [1/max_ratio, max_ratio]
+    p_flip: float = 0.5
+    jitter: float = 0.4         # brightness / contrast / saturation factors in [1 - jitter, 1 + jitter]
+    p_jitter: float = 0.0
+    p_gray: float = 0.0
+    p_blur: float = 0.0         # Gaussian blur, sigma uniform in [0.1, 2] pixels
+
+    def __post_init__(self):
+        p = (lambda v: 0 <= v <= 1, 'a probability in [0, 1]')
+        check_config(self, {'min_scale': (lambda v: 0 < v <= 1, 'a fraction in (0, 1]'), 'max_ratio': (lambda v: v >= 1, 'a ratio >= 1'),
+                            'jitter': (lambda v: 0 <= v < 1, 'a number in [0, 1)'), 'p_flip': p, 'p_jitter': p, 'p_gray': p, 'p_blur': p})
+
+@dataclass
 class AugConfig:
+    "The dataset's views: `weak` = crop (area >= weak_min_scale) + flip; `strong` = larger crops + flip + photometric."
     weak_min_scale: float = 0.6
     strong_min_scale: float = 0.35
     jitter: float = 0.4          # brightness/contrast/saturation jitter of the strong view
     p_gray: float = 0.2
     p_blur: float = 0.5
 
+    def view(self, kind: str) -> ViewAug | None:
+        "`ViewAug` parameters of view `kind` ('none' gives None)."
+        if kind == 'none': return None
+        if kind == 'weak': return ViewAug(min_scale=self.weak_min_scale)
+        if kind == 'strong': return ViewAug(min_scale=self.strong_min_scale, jitter=self.jitter, p_jitter=0.8,
+                                            p_gray=self.p_gray, p_blur=self.p_blur)
+        raise ConfigError(f"view = {kind!r}: expected one of ['none', 'weak', 'strong']")
+
 def image_transform(kind: str, size: int, aug: AugConfig = AugConfig()):
-    "A v2 pipeline for (Image, BoundingBoxes, Mask) ending in float, ImageNet-normalised images."
+    "Per-sample v2 pipeline (real data) for (Image, BoundingBoxes, Mask) ending in float, ImageNet-normalised images."
     crop = lambda s: v2.RandomResizedCrop(size, scale=(s, 1.0), antialias=True)
     geo = {'none': [],
            'weak': [crop(aug.weak_min_scale), v2.RandomHorizontalFlip()],
@@ -580,47 +633,140 @@ def image_transform(kind: str, size: int, aug: AugConfig = AugConfig()):
     return v2.Compose(geo[kind] + [v2.ClampBoundingBoxes(), v2.ToDtype(torch.float32, scale=True),
                                    v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
+# %% ../nbs/01_data.ipynb #b6d01cc8
+def random_affine(B: int, aug: ViewAug, device='cpu') -> torch.Tensor:
+    "`[B, 2, 3]` crop-and-flip matrices (output -> input coordinates), crops inside the frame."
+    u = lambda: torch.rand(B, device=device)
+    area = aug.min_scale + (1 - aug.min_scale) * u()
+    ratio = torch.exp((2 * u() - 1) * math.log(aug.max_ratio))
+    sx, sy = (area * ratio).sqrt().clamp(max=1), (area / ratio).sqrt().clamp(max=1)
+    cx, cy = (2 * u() - 1) * (1 - sx), (2 * u() - 1) * (1 - sy)
+    flip = torch.where(u() < aug.p_flip, -1.0, 1.0)
+    theta = torch.zeros(B, 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = flip * sx, cx, sy, cy
+    return theta
+
+def warp(x: torch.Tensor, theta: torch.Tensor, mode: str = 'bilinear') -> torch.Tensor:
+    "Resample `[B, C, H, W]` through `theta` (`mode='nearest'` keeps masks binary)."
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode='border', align_corners=False)
+
+def transform_boxes(boxes: torch.Tensor, theta: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    "Boxes `[K, 4]` (x1, y1, x2, y2 pixels) of the input frame as seen in the output of `warp(., theta)` (one `[2, 3]` theta)."
+    (a, _, cx), (_, b, cy) = theta.tolist()
+    xn, yn = boxes[:, [0, 2]] * 2 / W - 1, boxes[:, [1, 3]] * 2 / H - 1           # pixel edges -> [-1, 1]
+    xo, yo = (xn - cx) / a, (yn - cy) / b
+    xo, yo = (xo + 1) * W / 2, (yo + 1) * H / 2
+    xo = xo.sort(1).values                                                        # a flip swaps x1 and x2
+    return torch.stack([xo[:, 0], yo[:, 0], xo[:, 1], yo[:, 1]], 1).clamp(0, max(H, W))
+
+# %% ../nbs/01_data.ipynb #bcb88350
+def _gray(x): return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+
+def photometric(img: torch.Tensor, aug: ViewAug, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    "Colour jitter, grayscale and blur of ImageNet-normalised images `[B, 3, H, W]`, drawn per sample."
+    B, dev = len(img), img.device
+    m, s = torch.tensor(mean, device=dev)[:, None, None], torch.tensor(std, device=dev)[:, None, None]
+    x = img * s + m
+    fac = lambda: 1 + aug.jitter * (2 * torch.rand(B, 1, 1, 1, device=dev) - 1)
+    on = (torch.rand(B, 1, 1, 1, device=dev) < aug.p_jitter)
+    y = x * fac()                                                                    # brightness
+    g = _gray(y).mean((2, 3), keepdim=True); y = (y - g) * fac() + g                 # contrast
+    g = _gray(y); y = (y - g) * fac() + g                                            # saturation
+    x = torch.where(on, y.clamp(0, 1), x)
+    x = torch.where(torch.rand(B, 1, 1, 1, device=dev) < aug.p_gray, _gray(x).expand_as(x), x)
+    sigma = 0.1 + 1.9 * torch.rand(B, device=dev)
+    k = torch.arange(-2, 3, device=dev, dtype=x.dtype)
+    w = torch.exp(-k[None] ** 2 / (2 * sigma[:, None] ** 2)); w = w / w.sum(1, keepdim=True)        # [B, 5]
+    w = w.repeat_interleave(3, 0)                                                                   # [B*3, 5]
+    H, W = x.shape[-2:]
+    z = x.reshape(1, B * 3, H, W)
+    z = F.conv2d(F.pad(z, (2, 2, 0, 0), mode='replicate'), w[:, None, None, :], groups=B * 3)
+    z = F.conv2d(F.pad(z, (0, 0, 2, 2), mode='replicate'), w[:, None, :, None], groups=B * 3).reshape_as(x)
+    x = torch.where(torch.rand(B, 1, 1, 1, device=dev) < aug.p_blur, z, x)
+    return (x - m) / s
+
 def spec_augment(spec: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
-    "Strong audio view: one random frequency band and one random time span set to zero (the standardised mean)."
-    spec = torchaudio.transforms.FrequencyMasking(cfg.freq_mask)(spec)
-    return torchaudio.transforms.TimeMasking(cfg.time_mask)(spec)
+    "Strong audio view of `[B, 1, F, T]` (or `[1, F, T]`): one random frequency band and one time span per sample set to 0 (the standardised mean)."
+    iid = spec.dim() == 4
+    spec = torchaudio.transforms.FrequencyMasking(cfg.freq_mask, iid_masks=iid)(spec)
+    return torchaudio.transforms.TimeMasking(cfg.time_mask, iid_masks=iid)(spec)
 
 # %% ../nbs/01_data.ipynb #82926698
+_TENSORS: dict = {}
+
+def split_tensors(hf: hfd.Dataset, audio: AudioConfig = AudioConfig(), chunk: int = 512) -> dict:
+    """A stored split decoded once into memory (cached per process by the split's fingerprint and `audio`):
+    `image` uint8 `[N, 3, S, S]`, `audio` int16 `[N, L]`, `spec` float32 `[N, 1, n_mels, T]`, `mask` uint8 `[N, 1, S, S]`,
+    `boxes` (list of `[K, 4]`), `id` (list), `kind` int64 `[N]`. A sample of the wrong image size or audio length is an
+    error naming it."""
+    key = (hf._fingerprint, config_key(audio))
+    if key in _TENSORS: return _TENSORS[key]
+    n, ids = len(hf), hf['id']
+    if n == 0: raise ValueError("split_tensors: the split is empty")
+    S = hf[0]['image'].width
+    import pyarrow.compute as pc
+    lens = pc.list_value_length(hf.with_format('arrow', columns=['audio'])[:]['audio']).to_numpy()
+    L = int(lens[0])
+    if L < audio.n_fft: raise ValueError(f"audio of {ids[0]} has {L} samples, fewer than n_fft={audio.n_fft}")
+    if (lens != L).any():
+        j = int(np.flatnonzero(lens != L)[0]); raise ValueError(f"sample {ids[j]}: audio has ({lens[j]},) samples, expected ({L},)")
+    imgs, waves, specs = torch.empty(n, 3, S, S, dtype=torch.uint8), torch.empty(n, L, dtype=torch.int16), []
+    logmel = LogMel(audio)
+    for a in range(0, n, chunk):
+        part = hf.select(range(a, min(n, a + chunk)))
+        for j, im in enumerate(part['image']):
+            if im.size != (S, S): raise ValueError(f"sample {ids[a + j]}: image {im.width}x{im.height}, expected {S}x{S}")
+            imgs[a + j] = torch.from_numpy(np.array(im.convert('RGB'))).permute(2, 0, 1)
+        w = torch.from_numpy(part.with_format('numpy', columns=['audio'])[:]['audio'].astype(np.int16))
+        waves[a:a + len(w)] = w
+        specs.append(logmel(w[:, None].float() / 32768))
+    boxes = [torch.tensor([b for b, s in zip(bs, ss) if s], dtype=torch.float32).reshape(-1, 4)
+             for bs, ss in zip(hf['boxes'], hf['sounding'])]
+    mask = torch.stack([boxes_to_mask(b, S, S) for b in boxes])[:, None]
+    out = dict(image=imgs, audio=waves, spec=torch.cat(specs), mask=mask, boxes=boxes, id=list(ids),
+               kind=torch.as_tensor(hf['kind'], dtype=torch.int64))
+    if len(_TENSORS) >= 8: _TENSORS.pop(next(iter(_TENSORS)))     # a handful of splits per process
+    _TENSORS[key] = out
+    return out
+
 class AVSLDataset(torch.utils.data.Dataset):
-    "Tensors for training and evaluation from a stored split (see the table above)."
+    """Tensors for training and evaluation from a stored split (see the table above), held in memory (`split_tensors`).
+    `ds[i]` gives one sample; `ds.__getitems__(positions)` — what a `DataLoader` calls — gives a whole collated batch,
+    augmented as a batch (`collate_av` passes it through)."""
     def __init__(self, hf: hfd.Dataset, view: str = 'none', indices=None,
                  audio: AudioConfig = AudioConfig(), aug: AugConfig = AugConfig()):
-        self.hf, self.view, self.audio = hf, view, audio
+        self.hf, self.view, self.audio, self.vaug = hf, view, audio, aug.view(view)
         self.indices = np.arange(len(hf)) if indices is None else np.asarray(indices)
-        self.size = hf[0]['image'].width
-        self.tf = image_transform(view, self.size, aug)
-        self.logmel = LogMel(audio)
-        n = len(hf[0]['audio'])
-        if n < audio.n_fft: raise ValueError(f"audio of {hf[0]['id']} has {n} samples, fewer than n_fft={audio.n_fft}")
-        self.n_samples = n
+        self.t = split_tensors(hf, audio)
+        self.size, self.n_samples = self.t['image'].shape[-1], self.t['audio'].shape[-1]
 
     def __len__(self): return len(self.indices)
 
-    def __getitem__(self, i):
-        idx = int(self.indices[i])
-        r = self.hf[idx]
-        img = tv_tensors.Image(v2.functional.pil_to_tensor(r['image'].convert('RGB')))
-        H, W = img.shape[-2:]
-        if (H, W) != (self.size, self.size): raise ValueError(f"sample {r['id']}: image {W}x{H}, expected {self.size}x{self.size}")
-        audio = np.asarray(r['audio'], np.int16)
-        if audio.shape != (self.n_samples,): raise ValueError(f"sample {r['id']}: audio has {audio.shape} samples, expected ({self.n_samples},)")
-        sb = [b for b, s in zip(r['boxes'], r['sounding']) if s]
-        boxes = tv_tensors.BoundingBoxes(torch.tensor(sb, dtype=torch.float32).reshape(-1, 4), format='XYXY', canvas_size=(H, W))
-        mask = tv_tensors.Mask(boxes_to_mask(boxes, H, W)[None])
-        img, boxes, mask = self.tf(img, boxes, mask)
-        wave = torch.from_numpy(audio.astype(np.float32) / 32768)[None]
-        spec = self.logmel(wave)
-        if self.view == 'strong': spec = spec_augment(spec, self.audio)
-        return dict(image=img.as_subclass(torch.Tensor), spec=spec, wave=wave, mask=mask.as_subclass(torch.Tensor).float(),
-                    boxes=boxes.as_subclass(torch.Tensor), id=r['id'], index=idx, kind=r['kind'])
+    def __getitems__(self, positions) -> dict:
+        "The batch `[B, ...]` of dataset positions `positions`, through this dataset's view."
+        idx = torch.as_tensor(self.indices[np.asarray(positions, dtype=np.int64)], dtype=torch.int64)
+        t, S = self.t, self.size
+        img = t['image'][idx].float().div_(255)
+        img = (img - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+        mask, boxes = t['mask'][idx].float(), [t['boxes'][i] for i in idx.tolist()]
+        spec, wave = t['spec'][idx], t['audio'][idx, None].float() / 32768
+        if self.vaug is not None:
+            theta = random_affine(len(idx), self.vaug)
+            img, mask = warp(img, theta), warp(mask, theta, 'nearest')
+            boxes = [transform_boxes(b, th, S, S) if len(b) else b for b, th in zip(boxes, theta)]
+            if self.view == 'strong': img, spec = photometric(img, self.vaug), spec_augment(spec, self.audio)
+        return dict(image=img, spec=spec, wave=wave, mask=mask, boxes=boxes, id=[t['id'][i] for i in idx.tolist()],
+                    index=idx, kind=t['kind'][idx])
 
-def collate_av(batch: list) -> dict:
-    "Stack the fixed-size fields; keep `boxes` and `id` as lists (a frame has any number of sounding boxes)."
+    def __getitem__(self, i) -> dict:
+        "One sample: `image [3, S, S]`, `spec [1, n_mels, T]`, `wave [1, L]`, `mask [1, S, S]`, `boxes [K, 4]`, `id`, `index`, `kind`."
+        b = self.__getitems__([i])
+        return {k: v[0] if k in ('boxes', 'id') else v[0].item() if k in ('index', 'kind') else v[0] for k, v in b.items()}
+
+def collate_av(batch) -> dict:
+    "Stack a list of samples' fixed-size fields (keep `boxes`, `id` as lists); a batch that is already a dict passes through."
+    if isinstance(batch, dict): return batch
     out = {k: torch.stack([b[k] for b in batch]) for k in ('image', 'spec', 'wave', 'mask')}
     out.update(index=torch.tensor([b['index'] for b in batch]), kind=torch.tensor([b['kind'] for b in batch]),
                boxes=[b['boxes'] for b in batch], id=[b['id'] for b in batch])

@@ -25,7 +25,7 @@ from .train import (TrainConfig, fit, evaluate, resolve_device, run, run_dir, at
 __all__ = ['N_AUDIO_CLASSES', 'VARIANTS', 'audio_hint_loss', 'standardize_maps', 'resize_maps', 'student_objectness',
            'visual_hint_loss', 'AudioTeacherConfig', 'teacher_sounds', 'mix_noise', 'AudioTeacher',
            'pretrain_audio_teacher', 'VisualTeacherConfig', 'object_scenes', 'box_cover', 'VisualTeacher',
-           'pretrain_visual_teacher', 'teacher_map_scores', 'freeze', 'audio_teacher', 'visual_teacher',
+           'pretrain_visual_teacher', 'teacher_map_scores', 'freeze', 'load_weights', 'audio_teacher', 'visual_teacher',
            'teacher_stats', 'ScriptedTeacher', 'FeatureObjectness', 'load_teacher', 'DistillConfig', 'Distilled',
            'run_distill', 'load_distill_model', 'distill_grid']
 
@@ -273,18 +273,25 @@ def freeze(m: nn.Module) -> nn.Module:
 
 def _weights(kind: str, cfg) -> Path: return cache_dir() / 'weights' / f'{kind}-teacher-{config_key(cfg)}.pt'
 
+def load_weights(net: nn.Module, path) -> nn.Module:
+    "`net` with the state dict of the file `path`; an unreadable or mismatched file is a `ValueError` naming it (delete it to retrain)."
+    try: net.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
+    except Exception as e:
+        raise ValueError(f"{path}: unreadable or mismatched weights ({type(e).__name__}: {str(e)[:200]}) — delete the file to retrain it") from None
+    return net
+
 def audio_teacher(cfg: AudioTeacherConfig, log=print) -> AudioTeacher:
     "The frozen audio teacher of `cfg` (pretrained and cached on first use)."
     path = _weights('audio', cfg)
     if not path.exists(): pretrain_audio_teacher(cfg, path, log)
-    net = AudioTeacher(cfg.emb_dim); net.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
+    net = load_weights(AudioTeacher(cfg.emb_dim), path)
     return freeze(net)
 
 def visual_teacher(cfg: VisualTeacherConfig, log=print) -> VisualTeacher:
     "The frozen visual objectness teacher of `cfg` (pretrained and cached on first use)."
     path = _weights('visual', cfg)
     if not path.exists(): pretrain_visual_teacher(cfg, path, log)
-    net = VisualTeacher(); net.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
+    net = load_weights(VisualTeacher(), path)
     return freeze(net)
 
 def teacher_stats(kind: str, cfg) -> dict:
@@ -403,7 +410,9 @@ def run_distill(name: str, mcfg: ModelConfig, tcfg: TrainConfig, scfg: SynthConf
 def load_distill_model(res: dict):
     "The validation-selected *student* of a finished hinted run — no teachers, no projection."
     cfgs = {k: res[k] for k in ('synth', 'model', 'train', 'distill')}
-    ck = torch.load(run_dir(res['name'], cfgs) / 'best.pt', map_location='cpu', weights_only=False)
+    f = run_dir(res['name'], cfgs) / 'best.pt'
+    try: ck = torch.load(f, map_location='cpu', weights_only=False)
+    except Exception as e: raise ValueError(f"{f}: unreadable checkpoint ({type(e).__name__}: {e})") from None
     student = build_model(ModelConfig(**res['model']))
     student.load_state_dict({k[len('student.'):]: v for k, v in ck['model'].items() if k.startswith('student.')})
     return student.eval()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_dmt.ipynb #a5778744
 from __future__ import annotations
-import argparse, ast, copy, dataclasses, json, sys, time
+import argparse, ast, contextlib, copy, dataclasses, json, math, os, sys, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .core import ConfigError, check_config, preset_config, seed_everything, config_key, dist_sum, dist_rank, init_distributed
+from .core import PRESETS, ConfigError, check_config, preset_config, seed_everything, config_key, dist_sum, dist_rank, init_distributed
 from .data import AVSLDataset, SynthConfig, load_benchmark, split_dataset, labeled_subset
 from .metrics import minmax, upsample
 from .contrastive import ModelConfig, METHODS
@@ -21,11 +21,13 @@ from .teachers import teacher_configs, train_teacher, mask_iou
 from .filtering import pseudo_masks, label_quality
 from .ipl import combine_masks, COMBINE
 from .ema import ema_update, strong_view, StrongAug
+from .encoders import VISUAL_NAMES, AUDIO_FAMILIES, AUDIO_LETTERS, audio_names
 
 # %% auto #0
 __all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'PL_STATS', 'RESUMABLE', 'SCORE_COLS', 'DMTConfig', 'data_key',
-           'dmt_labeled_mask', 'dmt_key', 'teacher_runs', 'stage1', 'DualMeanTeacher', 'check_out_dir',
-           'stage2_indices', 'train', 'run_dmt', 'compare', 'comparison_file', 'demo', 'main']
+           'dmt_labeled_mask', 'dmt_key', 'teacher_runs', 'stage1', 'DualMeanTeacher', 'RunFolderError',
+           'check_out_dir', 'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt', 'compare',
+           'comparison_file', 'demo', 'cli_errors', 'main']
 
 # %% ../nbs/09_dmt.ipynb #9961caca
 EVAL_NETS = ('teacher_a', 'teacher_b', 'student_a', 'student_b', 'teachers')
@@ -73,12 +75,22 @@ class DMTConfig:
 
     def __post_init__(self):
         pos = lambda v: int(v) == v and v >= 1
+        prob = (lambda v: 0 <= v <= 1, 'a probability in [0, 1]')
+        audio = lambda v: v.partition('-')[2] in ('', 'small') and AUDIO_LETTERS.get(v.partition('-')[0], v.partition('-')[0]) in AUDIO_FAMILIES
         check_config(self, {
             'method': (lambda v: v in METHODS, f'one of {METHODS}'),
-            'audio_b': (lambda v: self.teachers == 1 or v != self.audio_a, 'a backbone different from audio_a (the teachers must differ)'),
+            'visual': (lambda v: v in VISUAL_NAMES, f'one of {VISUAL_NAMES}'),
+            'object_pretrain': (lambda v: v is None or v in PRESETS, f'None or a preset name {PRESETS}'),
+            'visual_weights': (lambda v: v is None or Path(v).is_file(), 'None or an existing state-dict file'),
+            'audio_a': (audio, f'one of {audio_names()} (or R/V/S, -small)'),
+            'audio_b': (lambda v: audio(v) and (self.teachers == 1 or v != self.audio_a),
+                        f'one of {audio_names()} (or R/V/S, -small), different from audio_a (the teachers must differ)'),
+            'dim': (pos, 'a positive integer'),
+            'labeled_seed': (lambda v: int(v) == v, 'an integer'), 'seed': (lambda v: int(v) == v, 'an integer'),
             'labeled': (lambda v: (isinstance(v, int) and v > 0) or (isinstance(v, float) and 0 < v < 1), 'a positive count (int) or a ratio in (0, 1)'),
             'unlabeled': (lambda v: v is None or (isinstance(v, int) and v > 0) or (isinstance(v, float) and 0 < v <= 1), 'None, a positive count (int) or a ratio in (0, 1]'),
-            'stage1_epochs': (pos, 'a positive integer'), 'stage1_samples': (pos, 'a positive integer'),
+            'stage1_epochs': (pos, 'a positive integer'),
+            'stage1_samples': (lambda v: pos(v) and v >= self.batch_size, f'a positive integer >= batch_size ({self.batch_size}): one batch at least'),
             'stage2_epochs': (pos, 'a positive integer'),
             'teachers': (lambda v: v in (1, 2), '1 or 2'),
             'filter': (lambda v: not v or self.teachers == 2, 'False when teachers = 1 (consensus needs two teachers)'),
@@ -90,9 +102,15 @@ class DMTConfig:
             'box_weight': (lambda v: v > 0, 'a positive weight (DMT learns from boxes and pseudo-labels)'),
             'contrastive_weight': (lambda v: v >= 0, 'a weight >= 0'),
             'labeled_frac': (lambda v: 0 < v < 1, 'a fraction in (0, 1)'),
+            'strong_min_scale': (lambda v: 0 < v <= 1, 'a fraction in (0, 1]'),
+            'jitter': (lambda v: 0 <= v < 1, 'a number in [0, 1)'), 'p_gray': prob, 'p_blur': prob,
             'eval_net': (lambda v: v in EVAL_NETS and (self.teachers == 2 or v.endswith('_a')), f"one of {EVAL_NETS} (an '_a' net when teachers = 1)"),
             'batch_size': (lambda v: int(v) == v and v >= 2, 'an integer >= 2'),
-            'lr': (lambda v: v > 0, 'a positive learning rate')})
+            'lr': (lambda v: v > 0 and math.isfinite(v), 'a positive learning rate'),
+            'weight_decay': (lambda v: v >= 0, 'a number >= 0'),
+            'num_workers': (lambda v: int(v) == v and v >= 0, 'an integer >= 0'),
+            'device': (lambda v: v == 'auto' or torch.device(v) is not None, "'auto', 'cpu', 'cuda' or 'cuda:N'"),
+            'eval_batch_size': (pos, 'a positive integer')})
 
     @classmethod
     def preset(cls, name: str | None = None, **overrides) -> 'DMTConfig':
@@ -125,7 +143,9 @@ def _model_cfgs(cfg: DMTConfig) -> list[ModelConfig]:
     return teacher_configs(base, (cfg.audio_a, cfg.audio_b)[:cfg.teachers], cfg.box_weight)
 
 def _train_cfg(cfg: DMTConfig, epochs: int, seed: int) -> TrainConfig:
-    return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=seed,
+    # DMT keeps the constant learning rate it was designed and measured with (EMA teachers trail their students); the
+    # cosine schedule of the training chapter is calibrated for the single-model baselines (re-measuring DMT: issue 16).
+    return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=seed, schedule='constant',
                        num_workers=cfg.num_workers, device=cfg.device, amp=cfg.amp, channels_last=cfg.channels_last,
                        eval_batch_size=cfg.eval_batch_size)
 
@@ -265,15 +285,86 @@ class DualMeanTeacher(nn.Module):
 # %% ../nbs/09_dmt.ipynb #4e8def64
 RESUMABLE = ('stage1_epochs', 'stage2_epochs', 'num_workers', 'device', 'eval_batch_size')
 
-def check_out_dir(cfg: DMTConfig, out_dir, resume: bool = True):
-    "Refuse to resume a folder that holds a run of a different config (only the epochs and the hardware may change)."
-    f = Path(out_dir) / 'dmt_config.json'
+class RunFolderError(ConfigError):
+    "An output folder cannot be used for this run (other data, another schedule, another process); the message says why."
+
+def _trained_epochs(folder) -> int:
+    "Epochs trained in `folder` (its `last.pt`; 0 without one)."
+    f = Path(folder) / 'last.pt'
+    if not f.exists(): return 0
+    try: return int(torch.load(f, map_location='cpu', weights_only=False)['epoch'])
+    except Exception as e:
+        raise RunFolderError(f"{f}: unreadable checkpoint ({type(e).__name__}) — delete it, or use --no-resume to retrain") from None
+
+def _check_schedule(cfg: DMTConfig, out: Path, old: dict):
+    "A changed number of epochs may only continue a run: never return a longer-trained model, nor stage 2 on other teachers."
+    advice = "use another output folder, or --no-resume to retrain it"
+    for k in 'ab'[:cfg.teachers]:
+        e1 = _trained_epochs(out / f'teacher_{k}')
+        if e1 > cfg.stage1_epochs:
+            raise RunFolderError(f"{out} holds stage-1 teacher {k.upper()} trained for {e1} epochs; stage1_epochs = {cfg.stage1_epochs} "
+                                 f"would reuse it as a {cfg.stage1_epochs}-epoch teacher: {advice}")
+    e2 = _trained_epochs(out / 'stage2')
+    if e2 and cfg.stage1_epochs != old.get('stage1_epochs'):
+        raise RunFolderError(f"{out} holds a stage 2 trained from {old.get('stage1_epochs')}-epoch teachers; stage1_epochs = "
+                             f"{cfg.stage1_epochs} would continue it from other teachers: {advice}")
+    if e2 > cfg.stage2_epochs:
+        raise RunFolderError(f"{out} holds a run trained for {e2} stage-2 epochs; stage2_epochs = {cfg.stage2_epochs} would return "
+                             f"that {e2}-epoch model: {advice}")
+
+def check_out_dir(cfg: DMTConfig, out_dir, resume: bool = True, bench=None):
+    """Refuse to resume a folder that holds a run of a different config (only the epochs and the hardware may change,
+    and the epochs only upwards, before stage 2 for stage 1), or — given `bench` — of different data; then record
+    the config (`dmt_config.json`) and the data's fingerprint (`data.json`, `data_key`)."""
+    out = Path(out_dir)
+    f, fd = out / 'dmt_config.json', out / 'data.json'
     if f.exists() and resume:
         old = json.loads(f.read_text())
         diff = [k for k, v in asdict(cfg).items() if k not in RESUMABLE and old.get(k, LATE_FIELDS.get(k)) != v]
-        if diff: raise ConfigError(f"{out_dir} holds a DMT run with different {', '.join(f'{k}={old.get(k)!r}' for k in diff)}: "
-                                   f"use another output folder, or --no-resume to overwrite it")
+        if diff: raise RunFolderError(f"{out_dir} holds a DMT run with different {', '.join(f'{k}={old.get(k)!r}' for k in diff)}: "
+                                      f"use another output folder, or --no-resume to overwrite it")
+        if bench is not None and fd.exists() and json.loads(fd.read_text()) != data_key(bench):
+            raise RunFolderError(f"{out_dir} holds a DMT run trained on other data (fingerprints {json.loads(fd.read_text())} "
+                                 f"!= {data_key(bench)}): pass the data it was trained on, use another output folder, or "
+                                 f"--no-resume to overwrite it")
+        if bench is not None and not fd.exists():
+            warnings.warn(f"{out_dir}: no data record (a folder made before runs recorded their data); recording this data")
+        _check_schedule(cfg, out, old)
     atomic_write_json(asdict(cfg), f)
+    if bench is not None: atomic_write_json(data_key(bench), fd)
+
+@contextlib.contextmanager
+def out_dir_lock(out_dir):
+    """Hold an exclusive lock on `out_dir` (`flock` on `out_dir/.lock`, released when the process ends, even by
+    kill -9): a second process on the same folder is refused instead of interleaving checkpoints and histories."""
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    try: import fcntl
+    except ImportError: yield; return                             # no flock (Windows): unlocked
+    fh = open(out / '.lock', 'a+')
+    try: fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0); who = fh.read().strip(); fh.close()
+        raise RunFolderError(f"{out} is in use by another process ({who or 'unknown'}): wait for it to finish, or use another output folder") from None
+    try:
+        fh.seek(0); fh.truncate(); fh.write(f"pid {os.getpid()}"); fh.flush()
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN); fh.close()
+
+def validate_run(cfg: DMTConfig, bench) -> torch.Tensor:
+    """Every check that needs the data, before anything is written or trained: D_l against the training split (and at
+    least one frame left unlabeled), D_u, and batches that fit. Returns D_l's mask."""
+    n = len(bench['train'])
+    try: is_lab = dmt_labeled_mask(cfg, bench)
+    except ConfigError as e:
+        if str(e).startswith('DMTConfig.labeled'): raise
+        raise ConfigError(f"DMTConfig.labeled = {cfg.labeled!r}: the training split has {n} frames ({e})") from None
+    if is_lab.all(): raise ConfigError(f"DMTConfig.labeled = {cfg.labeled!r}: all {n} training frames would be labeled; DMT needs unlabeled frames")
+    idx = stage2_indices(is_lab, cfg.labeled_frac, cfg.unlabeled, cfg.labeled_seed)
+    if len(idx) < cfg.batch_size:
+        raise ConfigError(f"DMTConfig.batch_size = {cfg.batch_size}: stage 2 has {len(idx)} samples per epoch, not one batch")
+    cfg.strong_aug(); _train_cfg(cfg, cfg.stage1_epochs, cfg.seed)
+    return is_lab
 
 def stage2_indices(is_labeled: torch.Tensor, labeled_frac: float, unlabeled: int | float | None = None,
                    seed: int = 0) -> np.ndarray:
@@ -304,9 +395,14 @@ def train(cfg: DMTConfig | None = None, data=None, out_dir=None, resume: bool = 
     """
     cfg = cfg or DMTConfig.preset()
     bench = data if data is not None and not isinstance(data, SynthConfig) else load_benchmark(data or SynthConfig.preset())
+    validate_run(cfg, bench)                                  # before anything is written
+    if not out_dir or dist_rank(): return _train(cfg, bench, out_dir, resume, log)
+    with out_dir_lock(out_dir): return _train(cfg, bench, out_dir, resume, log)
+
+def _train(cfg: DMTConfig, bench, out_dir, resume: bool, log) -> dict:
     if dist_rank(): log = lambda *a, **k: None               # under torchrun, rank 0 reports
     t0 = time.perf_counter()
-    if out_dir: check_out_dir(cfg, out_dir, resume)
+    if out_dir: check_out_dir(cfg, out_dir, resume, bench)
     teachers, t_hist = stage1(cfg, bench, out_dir, log, resume)
     is_lab = dmt_labeled_mask(cfg, bench)
     key = {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION}
@@ -354,6 +450,8 @@ def compare(preset: str | None = None, seeds=(0,), baselines: bool = False, slav
     "Test-split table (mean ± std over `seeds`) of trivial baselines, supervised-only, single mean teacher, DMT (+ optional rows)."
     import pandas as pd
     from avsl_nbdev.metrics import score_trivial
+    seeds = tuple(seeds)
+    if not seeds: raise ConfigError("compare: seeds is empty; give at least one seed (--seeds N with N >= 1)")
     synth = SynthConfig.preset(preset)
     rows = []
     for seed in seeds:
@@ -419,8 +517,23 @@ def _parse_sets(items) -> dict:
             except (ValueError, SyntaxError): out[k] = v
     return out
 
+def cli_errors(prog: str, fn, *args, **kwargs):
+    """Run a command line's body: a configuration or data error prints one line `prog: error: ...` and exits 2; a
+    diverged training (`FloatingPointError`, or a `RuntimeError` saying 'non-finite') prints one line and exits 1."""
+    from avsl_nbdev.realdata import RealDataError
+    one_line = lambda e: ' '.join(str(e).split())
+    try: return fn(*args, **kwargs)
+    except (ConfigError, RealDataError) as e:
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr); raise SystemExit(2) from None
+    except (FloatingPointError, RuntimeError) as e:
+        if not isinstance(e, FloatingPointError) and 'non-finite' not in str(e): raise
+        print(f"{prog}: training diverged: {one_line(e)}", file=sys.stderr); raise SystemExit(1) from None
+
 def main(argv=None):
     "Command line: `avsl_dmt --preset cpu --out runs/dmt` trains DMT; `avsl_dmt --compare` prints the comparison table."
+    return cli_errors('avsl_dmt', _main, argv)
+
+def _main(argv=None):
     ap = argparse.ArgumentParser(prog='avsl_dmt', description='Dual Mean-Teacher on the embedded benchmark.')
     ap.add_argument('--preset', default=None, help="tiny | cpu | gpu (default: $AVSL_PRESET or cpu)")
     ap.add_argument('--out', default=None, help='output folder (default: run folders under the runs cache)')
@@ -434,6 +547,7 @@ def main(argv=None):
     ap.add_argument('--baselines', action='store_true', help='--compare: add EZ-VSL and SLAVC (self-supervised, ~6 min each on 2 CPUs)')
     ap.add_argument('--demo', action='store_true', help='README command 1: train DMT (seed --seed), print it beside the committed comparison')
     a = ap.parse_args(argv)
+    if a.compare and a.seeds < 1: raise ConfigError(f"--seeds {a.seeds}: --compare needs at least one seed")
     world = init_distributed()                              # `torchrun --nproc_per_node=N -m avsl_nbdev.dmt ...`: N processes
     if world > 1 and (a.compare or a.demo): raise ConfigError("under torchrun, train one run (--out ...); --compare and --demo run in one process")
     kw = _parse_sets(a.set)

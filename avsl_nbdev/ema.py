@@ -5,16 +5,15 @@
 # %% ../nbs/08_ema.ipynb #f945b524
 from __future__ import annotations
 from dataclasses import dataclass
-import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .core import check_config
+from .data import ViewAug, random_affine, warp, photometric, transform_boxes, IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
-__all__ = ['ema_update', 'StrongAug', 'random_affine', 'warp', 'photometric', 'strong_view', 'transform_boxes']
+__all__ = ['ema_update', 'StrongAug', 'strong_view']
 
 # %% ../nbs/08_ema.ipynb #f218ad3b
 @torch.no_grad()
@@ -27,77 +26,15 @@ def ema_update(teacher: nn.Module, student: nn.Module, alpha: float):
 
 # %% ../nbs/08_ema.ipynb #0fc232f5
 @dataclass
-class StrongAug:
-    "The students' strong view, applied on top of the weak view (see the chapter)."
+class StrongAug(ViewAug):
+    "The students' strong view, applied on top of the weak view (see the chapter): `ViewAug` with these defaults."
     min_scale: float = 0.5      # crop area fraction, uniform in [min_scale, 1]
-    max_ratio: float = 4 / 3    # crop aspect ratio, log-uniform in [1/max_ratio, max_ratio]
-    p_flip: float = 0.5
-    jitter: float = 0.4         # brightness / contrast / saturation factors in [1 - jitter, 1 + jitter]
-    p_jitter: float = 0.8
+    p_jitter: float = 0.8       # colour jitter (factors in [1 - jitter, 1 + jitter])
     p_gray: float = 0.2
     p_blur: float = 0.5         # Gaussian blur, sigma uniform in [0.1, 2] pixels
 
-    def __post_init__(self):
-        p = (lambda v: 0 <= v <= 1, 'a probability in [0, 1]')
-        check_config(self, {'min_scale': (lambda v: 0 < v <= 1, 'a fraction in (0, 1]'), 'max_ratio': (lambda v: v >= 1, 'a ratio >= 1'),
-                            'jitter': (lambda v: 0 <= v < 1, 'a number in [0, 1)'), 'p_flip': p, 'p_jitter': p, 'p_gray': p, 'p_blur': p})
-
-def random_affine(B: int, aug: StrongAug, device='cpu') -> torch.Tensor:
-    "`[B, 2, 3]` crop-and-flip matrices (output -> input coordinates), crops inside the frame."
-    u = lambda: torch.rand(B, device=device)
-    area = aug.min_scale + (1 - aug.min_scale) * u()
-    ratio = torch.exp((2 * u() - 1) * math.log(aug.max_ratio))
-    sx, sy = (area * ratio).sqrt().clamp(max=1), (area / ratio).sqrt().clamp(max=1)
-    cx, cy = (2 * u() - 1) * (1 - sx), (2 * u() - 1) * (1 - sy)
-    flip = torch.where(u() < aug.p_flip, -1.0, 1.0)
-    theta = torch.zeros(B, 2, 3, device=device)
-    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = flip * sx, cx, sy, cy
-    return theta
-
-def warp(x: torch.Tensor, theta: torch.Tensor, mode: str = 'bilinear') -> torch.Tensor:
-    "Resample `[B, C, H, W]` through `theta` (`mode='nearest'` keeps masks binary)."
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode=mode, padding_mode='border', align_corners=False)
-
 # %% ../nbs/08_ema.ipynb #97f3e52c
-def _gray(x): return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
-
-def photometric(img: torch.Tensor, aug: StrongAug, mean, std) -> torch.Tensor:
-    "Colour jitter, grayscale and blur of ImageNet-normalised images `[B, 3, H, W]`."
-    B, dev = len(img), img.device
-    m, s = torch.tensor(mean, device=dev)[:, None, None], torch.tensor(std, device=dev)[:, None, None]
-    x = img * s + m
-    fac = lambda: 1 + aug.jitter * (2 * torch.rand(B, 1, 1, 1, device=dev) - 1)
-    on = (torch.rand(B, 1, 1, 1, device=dev) < aug.p_jitter)
-    y = x * fac()                                                                    # brightness
-    g = _gray(y).mean((2, 3), keepdim=True); y = (y - g) * fac() + g                 # contrast
-    g = _gray(y); y = (y - g) * fac() + g                                            # saturation
-    x = torch.where(on, y.clamp(0, 1), x)
-    x = torch.where(torch.rand(B, 1, 1, 1, device=dev) < aug.p_gray, _gray(x).expand_as(x), x)
-    sigma = 0.1 + 1.9 * torch.rand(B, device=dev)
-    k = torch.arange(-2, 3, device=dev, dtype=x.dtype)
-    w = torch.exp(-k[None] ** 2 / (2 * sigma[:, None] ** 2)); w = w / w.sum(1, keepdim=True)        # [B, 5]
-    w = w.repeat_interleave(3, 0)                                                                   # [B*3, 5]
-    H, W = x.shape[-2:]
-    z = x.reshape(1, B * 3, H, W)
-    z = F.conv2d(F.pad(z, (2, 2, 0, 0), mode='replicate'), w[:, None, None, :], groups=B * 3)
-    z = F.conv2d(F.pad(z, (0, 0, 2, 2), mode='replicate'), w[:, None, :, None], groups=B * 3).reshape_as(x)
-    x = torch.where(torch.rand(B, 1, 1, 1, device=dev) < aug.p_blur, z, x)
-    return (x - m) / s
-
-def strong_view(img: torch.Tensor, masks: torch.Tensor, aug: StrongAug, mean=None, std=None):
+def strong_view(img: torch.Tensor, masks: torch.Tensor, aug: StrongAug, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     "Strong view of a weak batch: `(images [B, 3, H, W], masks [B, K, H, W] warped identically, theta [B, 2, 3])`."
-    from avsl_nbdev.data import IMAGENET_MEAN, IMAGENET_STD
     theta = random_affine(len(img), aug, img.device)
-    out = photometric(warp(img, theta), aug, mean or IMAGENET_MEAN, std or IMAGENET_STD)
-    return out, warp(masks.float(), theta, 'nearest'), theta
-
-# %% ../nbs/08_ema.ipynb #da3eb4f7
-def transform_boxes(boxes: torch.Tensor, theta: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    "Boxes `[K, 4]` (x1, y1, x2, y2 pixels) of the input frame as seen in the output of `warp(., theta)` (one `[2, 3]` theta)."
-    (a, _, cx), (_, b, cy) = theta.tolist()
-    xn, yn = boxes[:, [0, 2]] * 2 / W - 1, boxes[:, [1, 3]] * 2 / H - 1           # pixel edges -> [-1, 1]
-    xo, yo = (xn - cx) / a, (yn - cy) / b
-    xo, yo = (xo + 1) * W / 2, (yo + 1) * H / 2
-    xo = xo.sort(1).values                                                        # a flip swaps x1 and x2
-    return torch.stack([xo[:, 0], yo[:, 0], xo[:, 1], yo[:, 1]], 1).clamp(0, max(H, W))
+    return photometric(warp(img, theta), aug, mean, std), warp(masks.float(), theta, 'nearest'), theta

@@ -22,18 +22,20 @@ __all__ = ['AUDIO_FAMILIES', 'AUDIO_LETTERS', 'VISUAL_NAMES', 'conv_bn', 'SmallC
            'pretrain_visual', 'pretrained_cnn']
 
 # %% ../nbs/03_encoders.ipynb #2920d0e1
-def conv_bn(cin, cout, k=3, s=1, dim=2):
+def conv_bn(cin, cout, k=3, s=1, dim=2, d=1):
     Conv, BN = (nn.Conv2d, nn.BatchNorm2d) if dim == 2 else (nn.Conv1d, nn.BatchNorm1d)
-    return nn.Sequential(Conv(cin, cout, k, s, k // 2, bias=False), BN(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(Conv(cin, cout, k, s, d * (k // 2), dilation=d, bias=False), BN(cout), nn.ReLU(inplace=True))
 
 class SmallCNN(nn.Module):
-    "Five conv-BN-ReLU layers, total stride 16: `[B, 3, S, S] -> [B, width * 8, S/16, S/16]`."
-    def __init__(self, width: int = 16):
+    """Five conv-BN-ReLU layers: `[B, 3, S, S] -> [B, width * 8, S/stride, S/stride]`. `stride=16`: four stride-2 layers;
+    `stride=8`: the fourth layer has stride 1 and the fifth dilation 2 — the same weights and receptive field, a 2x denser map."""
+    def __init__(self, width: int = 16, stride: int = 16):
         super().__init__()
-        w = width
+        if stride not in (8, 16): raise ConfigError(f"SmallCNN stride = {stride!r}: expected 8 or 16")
+        w, s4 = width, 2 if stride == 16 else 1
         self.body = nn.Sequential(conv_bn(3, w, s=2), conv_bn(w, 2 * w, s=2), conv_bn(2 * w, 4 * w, s=2),
-                                  conv_bn(4 * w, 8 * w, s=2), conv_bn(8 * w, 8 * w))
-        self.out_channels = 8 * w
+                                  conv_bn(4 * w, 8 * w, s=s4), conv_bn(8 * w, 8 * w, d=2 // s4))
+        self.out_channels, self.stride = 8 * w, stride
     def forward(self, x): return self.body(x)
 
 def load_local_weights(module: nn.Module, path, strict_keys=None) -> nn.Module:
@@ -126,15 +128,16 @@ class AudioSoundNet(nn.Module):
 # %% ../nbs/03_encoders.ipynb #20e63b1e
 AUDIO_FAMILIES = {'resnet': AudioResNet, 'vggish': AudioVGGish, 'soundnet': AudioSoundNet}
 AUDIO_LETTERS = {'R': 'resnet', 'V': 'vggish', 'S': 'soundnet'}
-VISUAL_NAMES = ('cnn', 'resnet18')
+VISUAL_NAMES = ('cnn', 'cnn-s16', 'resnet18')
 
 def audio_names() -> list[str]:
     return [f'{f}{s}' for f in AUDIO_FAMILIES for s in ('', '-small')]
 
 def build_visual(name: str, weights: str | None = None) -> nn.Module:
-    "A visual trunk by name (`cnn`, `resnet18`); `weights`: a local state-dict file of that trunk."
-    if name == 'cnn':
-        return load_local_weights(SmallCNN(), weights) if weights else SmallCNN()
+    "A visual trunk by name (`cnn`: stride 8, `cnn-s16`: stride 16, `resnet18`); `weights`: a local state-dict file of that trunk."
+    if name in ('cnn', 'cnn-s16'):
+        net = SmallCNN(stride=16 if name == 'cnn-s16' else 8)
+        return load_local_weights(net, weights) if weights else net
     if name == 'resnet18': return ResNet18Trunk(weights)
     raise ConfigError(f"visual = {name!r}: expected one of {VISUAL_NAMES}")
 

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from .data import boxes_to_mask, collate_av
 
 # %% auto #0
-__all__ = ['RULES', 'AUC_X', 'SIZE_BINS', 'TRIVIAL', 'gt_map', 'upsample', 'minmax', 'binarize', 'ciou', 'ap50_auc', 'map_mse',
-           'size_bin', 'average_precision', 'false_positives', 'LocalizationMeter', 'evaluate_maps', 'centre_prior',
-           'trivial_maps', 'score_trivial']
+__all__ = ['RULES', 'AUC_X', 'AUC_X_PUBLIC', 'SIZE_BINS', 'PUBLIC_SIZE', 'TRIVIAL', 'gt_map', 'upsample', 'minmax', 'binarize',
+           'ciou', 'ap50_auc', 'map_mse', 'size_bin', 'average_precision', 'false_positives', 'public_gt',
+           'public_ciou', 'NonFiniteMapError', 'LocalizationMeter', 'evaluate_maps', 'centre_prior', 'trivial_maps',
+           'score_trivial']
 
 # %% ../nbs/02_metrics.ipynb #678306f0
 def gt_map(boxes, H: int, W: int, consensus: bool = False, scale: float = 1.0) -> torch.Tensor:
@@ -27,16 +28,17 @@ def gt_map(boxes, H: int, W: int, consensus: bool = False, scale: float = 1.0) -
     return (count / 2).clamp(max=1)
 
 # %% ../nbs/02_metrics.ipynb #ed2152e5
-def upsample(maps: torch.Tensor, H: int, W: int | None = None) -> torch.Tensor:
-    "Bilinear resize of `[B, h, w]` maps to `[B, H, W]`."
-    return F.interpolate(maps[:, None].float(), size=(H, W or H), mode='bilinear', align_corners=False)[:, 0]
+def upsample(maps: torch.Tensor, H: int, W: int | None = None, align_corners: bool = False) -> torch.Tensor:
+    "Bilinear resize of `[B, h, w]` maps to `[B, H, W]` (`align_corners=True`: EZ-VSL's evaluator, see the public protocol below)."
+    return F.interpolate(maps[:, None].float(), size=(H, W or H), mode='bilinear', align_corners=align_corners)[:, 0]
 
-def minmax(maps: torch.Tensor) -> torch.Tensor:
-    "Per-map min-max normalisation of `[B, H, W]` to [0, 1]; a constant map becomes all ones."
+def minmax(maps: torch.Tensor, constant: str = 'ones') -> torch.Tensor:
+    "Per-map min-max normalisation of `[B, H, W]` to [0, 1]; a constant map becomes all ones (`constant='ones'`) or is left unchanged ('keep', EZ-VSL)."
+    if constant not in ('ones', 'keep'): raise ValueError(f"minmax constant = {constant!r}: expected 'ones' or 'keep'")
     flat = maps.flatten(1).float()
     lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
     rng = hi - lo
-    out = torch.where(rng > 0, (flat - lo) / rng.clamp_min(1e-12), torch.ones_like(flat))
+    out = torch.where(rng > 0, (flat - lo) / rng.clamp_min(1e-12), torch.ones_like(flat) if constant == 'ones' else flat)
     return out.view_as(maps)
 
 RULES = ('absolute', 'median')
@@ -51,17 +53,25 @@ def binarize(norm: torch.Tensor, rule: str = 'absolute', thr: float = 0.5) -> to
     raise ValueError(f"threshold rule = {rule!r}: expected one of {RULES}")
 
 # %% ../nbs/02_metrics.ipynb #d837ce56
-def ciou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    "Per-sample cIoU `[B]` of binary predictions and ground-truth maps `[B, H, W]`; `nan` where the ground truth is empty."
-    pred, gt = pred.flatten(1).float(), gt.flatten(1).float()
+def ciou(pred: torch.Tensor, gt: torch.Tensor, empty: float = math.nan) -> torch.Tensor:
+    "Per-sample cIoU `[B]` of binary predictions and ground-truth maps `[B, H, W]`; `empty` (default `nan`) where the ground truth is empty. Float64 ground truth: computed in float64."
+    dt = torch.promote_types(gt.dtype, torch.float32)
+    pred, gt = pred.flatten(1).to(dt), gt.flatten(1).to(dt)
     inter = (pred * gt).sum(1)
     denom = gt.sum(1) + (pred * (gt == 0)).sum(1)
-    return torch.where(gt.sum(1) > 0, inter / denom.clamp_min(1e-12), torch.full_like(inter, math.nan))
+    return torch.where(gt.sum(1) > 0, inter / denom.clamp_min(1e-12), torch.full_like(inter, empty))
 
 AUC_X = torch.linspace(0, 1, 21)
+AUC_X_PUBLIC = torch.tensor([0.05 * i for i in range(21)], dtype=torch.float64)    # EZ-VSL: float64 0.05 * i
 
-def ap50_auc(cious: torch.Tensor) -> tuple[float, float]:
-    "cIoU@0.5 and AUC (21-point trapezoid) of per-sample cIoUs; `nan` entries are ignored."
+def ap50_auc(cious: torch.Tensor, public: bool = False) -> tuple[float, float]:
+    """cIoU@0.5 and AUC (21-point trapezoid) of per-sample cIoUs; `nan` entries are ignored. `public=True`: EZ-VSL's
+    arithmetic — float64 cIoUs against the float64 thresholds `0.05 * i`, and a `nan` entry counts (failing every threshold)."""
+    if public:
+        c = cious.double().cpu()
+        if len(c) == 0: return math.nan, math.nan
+        frac = (c[None] >= AUC_X_PUBLIC[:, None]).double().mean(1)
+        return (c >= 0.5).double().mean().item(), torch.trapezoid(frac, AUC_X_PUBLIC).item()
     c = cious[~torch.isnan(cious)].float().cpu()
     if len(c) == 0: return math.nan, math.nan
     frac = (c[None] >= AUC_X[:, None]).float().mean(1)
@@ -97,15 +107,47 @@ def false_positives(conf: torch.Tensor, has_source: torch.Tensor, recall: float 
     thr = torch.quantile(conf[has], 1 - recall)
     return dict(fpr95=(conf[~has] >= thr).float().mean().item(), source_ap=average_precision(conf, has))
 
+# %% ../nbs/02_metrics.ipynb #4ed7057f
+PUBLIC_SIZE = 224
+
+def public_gt(boxes, H: int, W: int, consensus: bool = False, size: int = PUBLIC_SIZE) -> torch.Tensor:
+    """EZ-VSL's ground-truth map `[size, size]` (float64): `boxes [K, 4]` in pixels of an `H x W` frame, scaled to the
+    `size` grid, floored to integers, each filling `[y1:y2, x1:x2]`; union, or Flickr consensus min(count / 2, 1)."""
+    b = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4).cpu()
+    b = torch.floor(b * torch.tensor([size / W, size / H] * 2, dtype=torch.float64) + 1e-4).long().clamp(0, size)
+    count = torch.zeros(size, size, dtype=torch.float64)
+    for x1, y1, x2, y2 in b.tolist(): count[y1:y2, x1:x2] += 1
+    return (count / 2).clamp(max=1) if consensus else (count > 0).double()
+
+def public_ciou(maps: torch.Tensor, gt224: torch.Tensor) -> torch.Tensor:
+    "EZ-VSL's per-clip cIoU `[B]` (float64) of raw maps `[B, h, w]` against public ground truth `[B, 224, 224]` (median rule, empty ground truth = 0)."
+    S = gt224.shape[-1]
+    norm = minmax(upsample(maps, S, S, align_corners=True), constant='keep')
+    return ciou(binarize(norm, 'median'), gt224.to(norm.device, torch.float64), empty=0.0)
+
 # %% ../nbs/02_metrics.ipynb #cae9cf57
+class NonFiniteMapError(FloatingPointError):
+    "A map to score has NaN or infinite values (a diverged model): it is never scored as a prediction."
+
+def _public_gt_batch(gt: torch.Tensor, boxes, consensus, size: int) -> torch.Tensor:
+    "Public ground truth `[B, size, size]` float64: from `boxes` (one `[K, 4]` per clip, pixels of gt's frame) or by resizing `gt`."
+    B, H, W = gt.shape
+    if boxes is None:
+        g = gt.float() if (H, W) == (size, size) else F.interpolate(gt[:, None].float(), size=(size, size), mode='nearest-exact')[:, 0]
+        return g.double()
+    if len(boxes) != B: raise ValueError(f"LocalizationMeter.update: {len(boxes)} box lists for {B} maps")
+    soft = ((gt > 0) & (gt < 1)).flatten(1).any(1).tolist() if consensus is None else [bool(consensus)] * B
+    return torch.stack([public_gt(b, H, W, c, size) for b, c in zip(boxes, soft)]).to(gt.device)
+
 class LocalizationMeter:
     "Accumulate per-sample localization scores over batches; `compute()` returns the summary dict."
-    def __init__(self, thr: float = 0.5):
-        self.thr, self.rows = thr, []
+    def __init__(self, thr: float = 0.5, public_size: int = PUBLIC_SIZE):
+        self.thr, self.public_size, self.rows, self.public = thr, public_size, [], []
 
     @torch.no_grad()
-    def update(self, maps: torch.Tensor, gt: torch.Tensor, conf: torch.Tensor | None = None):
-        "maps: raw `[B, h, w]`; gt: `[B, H, W]` or `[B, 1, H, W]` in [0, 1]; conf: `[B]` (default: max of the raw map)."
+    def update(self, maps: torch.Tensor, gt: torch.Tensor, conf: torch.Tensor | None = None, boxes=None, consensus: bool | None = None):
+        """maps: raw `[B, h, w]`; gt: `[B, H, W]` or `[B, 1, H, W]` in [0, 1]; conf: `[B]` (default: max of the raw map);
+        boxes: optional per-clip `[K, 4]` boxes (pixels of the gt frame) for the public protocol's ground truth."""
         if gt.dim() == 4: gt = gt[:, 0]
         if maps.dim() != 3 or gt.dim() != 3 or len(maps) != len(gt):
             raise ValueError(f"LocalizationMeter.update: maps {tuple(maps.shape)} and gt {tuple(gt.shape)} must be [B, h, w] and [B, H, W]")
@@ -114,15 +156,21 @@ class LocalizationMeter:
         conf = maps.flatten(1).amax(1) if conf is None else conf
         has = gt.flatten(1).sum(1) > 0
         self.rows.append(torch.stack([
-            ciou(binarize(norm, 'absolute', self.thr), gt), ciou(binarize(norm, 'median'), gt),
+            ciou(binarize(norm, 'absolute', self.thr), gt.float()),
             torch.where(has, map_mse(norm, gt), torch.full_like(conf, math.nan, dtype=torch.float32)),
-            (gt > 0).flatten(1).float().sum(1) * (224 * 224) / (H * W), conf.float(), has.float()], 1).float())
+            (gt > 0).flatten(1).float().sum(1) * (224 * 224) / (H * W), conf.float(), has.float(),
+            torch.isfinite(maps.flatten(1)).all(1).float()], 1).float())
+        self.public.append(public_ciou(maps, _public_gt_batch(gt, boxes, consensus, self.public_size)))
         return self
 
     def compute(self) -> dict:
         r = torch.cat(self.rows).cpu()
-        abs_c, med_c, mse, area, conf, has = r.unbind(1)
-        ap, auc = ap50_auc(abs_c); map_, mauc = ap50_auc(med_c)
+        abs_c, mse, area, conf, has, finite = r.unbind(1)
+        if not finite.all():
+            raise NonFiniteMapError(f"LocalizationMeter: {int((finite == 0).sum())} of {len(finite)} maps are non-finite (NaN or inf) — "
+                                    "a diverged model; they are not scored as predictions")
+        pub = torch.cat(self.public).cpu()
+        ap, auc = ap50_auc(abs_c); map_, mauc = ap50_auc(pub, public=True)
         out = dict(n=int(has.sum()), ciou50=ap, auc=auc, mean_ciou=float(np.nanmean(abs_c.numpy())) if has.any() else math.nan,
                    mse=float(np.nanmean(mse.numpy())) if has.any() else math.nan, median_ciou50=map_, median_auc=mauc)
         bins = size_bin(area)
@@ -130,11 +178,12 @@ class LocalizationMeter:
             sel = (bins == k) & has.bool()
             out[f'{name}_n'] = int(sel.sum()); out[f'{name}_ciou50'] = ap50_auc(abs_c[sel])[0]
         out.update(n_no_source=int((1 - has).sum()), **false_positives(conf, has))
+        out.update(median_mean_ciou=float(pub.mean()) if len(pub) else math.nan, median_n=len(pub))
         return out
 
-def evaluate_maps(maps, gt, conf=None, thr: float = 0.5) -> dict:
+def evaluate_maps(maps, gt, conf=None, thr: float = 0.5, boxes=None, consensus: bool | None = None) -> dict:
     "One-shot `LocalizationMeter`."
-    return LocalizationMeter(thr).update(maps, gt, conf).compute()
+    return LocalizationMeter(thr).update(maps, gt, conf, boxes, consensus).compute()
 
 # %% ../nbs/02_metrics.ipynb #2a5991ae
 def centre_prior(B: int, H: int, W: int, sigma: float = 0.25) -> torch.Tensor:

@@ -21,8 +21,9 @@ from .metrics import gt_map
 from .train import atomic_savez
 
 # %% auto #0
-__all__ = ['KINDS_REAL', 'RealDataError', 'RealAudioConfig', 'load_wav', 'ezvsl_spectrogram', 'read_ids', 'flickr_boxes',
-           'read_vggss', 'list_overlaps', 'check_overlap', 'RealAVDataset', 'write_example']
+__all__ = ['FLICKR_FRAME', 'KINDS_REAL', 'RealDataError', 'RealAudioConfig', 'load_wav', 'ezvsl_spectrogram', 'read_ids',
+           'flickr_boxes', 'box_problem', 'read_vggss', 'list_overlaps', 'check_overlap', 'RealAVDataset',
+           'write_example', 'evaluate_public']
 
 # %% ../nbs/14_real_data.ipynb #58be8493
 class RealDataError(ValueError):
@@ -83,6 +84,8 @@ def read_ids(path) -> list[str]:
     if dup: warnings.warn(f"{path}: {dup} duplicate ids (kept once)")
     return list(dict.fromkeys(ids))
 
+FLICKR_FRAME = 256     # Flickr-SoundNet boxes are pixels of a 256 x 256 frame
+
 def flickr_boxes(path) -> np.ndarray:
     "All annotators' boxes `[K, 4]` (xmin, ymin, xmax, ymax on the 256-pixel frame) of one Flickr-SoundNet XML file."
     path = Path(path)
@@ -99,23 +102,60 @@ def flickr_boxes(path) -> np.ndarray:
             except (TypeError, ValueError): raise RealDataError(f"{path}: <bbox> with non-numeric or missing coordinates {vals}") from None
     if not boxes: raise RealDataError(f"{path}: no <bbox> element")
     b = np.asarray(boxes, np.float32)
-    if (b[:, 2] <= b[:, 0]).any() or (b[:, 3] <= b[:, 1]).any(): raise RealDataError(f"{path}: a box with xmax <= xmin or ymax <= ymin")
+    for k, bb in enumerate(b):
+        if not np.isfinite(bb).all() or bb.min() < 0 or bb.max() > FLICKR_FRAME:
+            raise RealDataError(f"{path}: box {k} {bb.tolist()} is outside the {FLICKR_FRAME}-pixel frame")
+        if bb[2] <= bb[0] or bb[3] <= bb[1]:
+            raise RealDataError(f"{path}: box {k} {bb.tolist()} is {'inverted' if bb[2] < bb[0] or bb[3] < bb[1] else 'empty (zero area)'}")
     return b
 
-def read_vggss(path) -> dict:
-    "`{id: {'class': str, 'bbox': [K, 4] normalised}}` from VGG-SS's `vggss.json`; malformed entries are errors naming the entry."
+def box_problem(b, hi: float = 1.0) -> str | None:
+    "What is wrong with one box `[x1, y1, x2, y2]` of a frame `[0, hi]²` (None if nothing)."
+    b = np.asarray(b, np.float64)
+    if not np.isfinite(b).all(): return 'has non-finite coordinates'
+    if b.min() < 0 or b.max() > hi:
+        return f"is outside [0, {hi:g}]" + (' (pixels? VGG-SS boxes are normalised to [0, 1])' if hi == 1 and b.max() > 1.5 else '')
+    if b[2] < b[0] or b[3] < b[1]: return 'is inverted (x2 < x1 or y2 < y1)'
+    if b[2] == b[0] or b[3] == b[1]: return 'has zero area'
+    return None
+
+def read_vggss(path, on_error: str = 'raise') -> dict:
+    """`{id: {'class': str, 'bbox': [K, 4] normalised}}` from VGG-SS's `vggss.json`. Malformed entries, boxes outside
+    [0, 1] (e.g. in pixels), inverted or zero-area boxes and repeated ids are errors naming the entry; with
+    `on_error='skip'`, bad boxes are dropped (an entry left without a box is dropped), a repeated id with other boxes
+    is dropped, one with the same boxes kept once — all counted in one warning."""
+    if on_error not in ('raise', 'skip'): raise ConfigError(f"on_error = {on_error!r}: expected 'raise' or 'skip'")
     path = Path(path)
     if not path.exists(): raise RealDataError(f"{path}: annotation file not found")
     try: entries = json.loads(path.read_text())
     except json.JSONDecodeError as e: raise RealDataError(f"{path}: malformed JSON ({e})") from e
-    out = {}
+    out, first, problems, conflict = {}, {}, [], set()
+    def report(msg):
+        if on_error == 'raise': raise RealDataError(f"{path}: {msg} — fix the file or pass on_error='skip'")
+        problems.append(msg)
     for i, e in enumerate(entries):
         try:
-            b = np.asarray(e['bbox'], np.float32).reshape(-1, 4)
-            out[str(e['file'])] = {'class': e.get('class', ''), 'bbox': b.clip(0, 1)}
+            name, raw = str(e['file']), np.asarray(e['bbox'], np.float64).reshape(-1, 4)
         except (KeyError, ValueError, TypeError) as err:
             raise RealDataError(f"{path}: entry {i} ({str(e)[:80]}) is malformed: {err!r}") from None
-        if len(b) == 0: raise RealDataError(f"{path}: entry {i} ({e['file']}) has no box")
+        keep = []
+        for k, b in enumerate(raw):
+            if (p := box_problem(b)) is None: keep.append(b)
+            else: report(f"entry {i} ({name}): box {k} {b.round(4).tolist()} {p}")
+        if len(raw) == 0: report(f"entry {i} ({name}) has no box")
+        if not keep: continue
+        b = np.asarray(keep, np.float32)
+        if name in first:
+            same = name in out and out[name]['bbox'].shape == b.shape and np.array_equal(out[name]['bbox'], b)
+            report(f"entries {first[name]} and {i} are both {name}" + (' (same boxes)' if same else ' (different boxes)'))
+            if not same: conflict.add(name)
+            continue
+        first[name] = i
+        out[name] = {'class': e.get('class', ''), 'bbox': b}
+    for name in conflict: out.pop(name, None)
+    if problems:
+        warnings.warn(f"{path}: {len(problems)} annotation problems, skipped ({'; '.join(problems[:5])}"
+                      f"{'; ...' if len(problems) > 5 else ''})")
     return out
 
 # %% ../nbs/14_real_data.ipynb #c2f1f1cc
@@ -162,7 +202,7 @@ class RealAVDataset(torch.utils.data.Dataset):
         if not self.root.is_dir(): raise RealDataError(f"{self.root}: dataset folder not found")
         self.ann = None
         if self.annotated and kind == 'vggss':
-            self.ann = annotations if annotations is not None else read_vggss(self.root / 'vggss.json')
+            self.ann = annotations if annotations is not None else read_vggss(self.root / 'vggss.json', on_error)
         problems = {i: p for i in ids if (p := self._missing(i))}
         self.skipped = problems
         if problems:
@@ -176,9 +216,12 @@ class RealAVDataset(torch.utils.data.Dataset):
         self._fingerprint = self._key()
 
     def _key(self) -> str:
-        "Cache key of the data (folder, ids in order, annotation, sizes): runs and caches keyed by it never mix datasets."
+        """Cache key of the data (folder, ids in order, annotation, sizes, and every file's byte size and the boxes):
+        runs and caches keyed by it never mix datasets, nor a folder whose files changed."""
+        files = [[p.stat().st_size if p.exists() else -1 for p in self._paths(i).values()] for i in self.ids]
+        boxes = [self.ann[i]['bbox'].round(6).tolist() for i in self.ids if self.ann is not None and i in self.ann and i in self.annotated]
         return config_key({'root': str(self.root.resolve()), 'ids': self.ids, 'kind': self.kind, 'annotated': sorted(self.annotated),
-                           'size': self.size, 'audio': asdict(self.audio)})
+                           'size': self.size, 'audio': asdict(self.audio), 'files': files, 'boxes': boxes})
 
     def _paths(self, i):
         return {'frame': self.root / 'frames' / f'{i}.jpg', 'audio': self.root / 'audio' / f'{i}.wav',
@@ -241,8 +284,11 @@ class RealAVDataset(torch.utils.data.Dataset):
         "`wave [1, L]` and `spec [1, F, T]` of clip `i`: decoded and transformed, or read from `audio_cache`."
         f = self.audio_cache / f'{i}.npz' if self.audio_cache else None
         if f is not None and f.exists():
-            z = np.load(f)
-            return torch.from_numpy(z['wave'].astype(np.float32))[None], torch.from_numpy(z['spec'].astype(np.float32))
+            try:
+                with np.load(f) as z: wave, spec = z['wave'].astype(np.float32), z['spec'].astype(np.float32)
+            except Exception as e:
+                raise RealDataError(f"{f}: corrupt audio cache file ({type(e).__name__}: {e}) — delete it to rebuild it") from None
+            return torch.from_numpy(wave)[None], torch.from_numpy(spec)
         wave = load_wav(self._paths(i)['audio'], self.audio)
         spec = ezvsl_spectrogram(wave, self.audio)
         if f is not None:
@@ -287,8 +333,9 @@ def write_example(root, kind: str = 'flickr', n: int = 4, size=(320, 240), secon
         t = np.arange(int(seconds * sample_rate)) / sample_rate
         sf.write(root / 'audio' / f'{i}.wav', (0.2 * np.sin(2 * np.pi * (300 + 100 * k) * t)).astype(np.float32), sample_rate)
         if kind == 'flickr':
-            objs = ''.join(f"<object><bbox><name>source</name><xmin>{int((x + j) * 256 / W)}</xmin><ymin>{int((y - j) * 256 / H)}</ymin>"
-                           f"<xmax>{int((x + s + j) * 256 / W)}</xmax><ymax>{int((y + s) * 256 / H)}</ymax></bbox></object>"
+            c = lambda v, n: min(max(int(v * 256 / n), 0), 256)      # annotators' jitter stays inside the 256-pixel frame
+            objs = ''.join(f"<object><bbox><name>source</name><xmin>{c(x + j, W)}</xmin><ymin>{c(y - j, H)}</ymin>"
+                           f"<xmax>{c(x + s + j, W)}</xmax><ymax>{c(y + s, H)}</ymax></bbox></object>"
                            for j in (0, 3, -3))
             (root / 'Annotations' / f'{i}.xml').write_text(f"<annotation><filename>{i}.jpg</filename>{objs}</annotation>")
         else:
@@ -297,3 +344,20 @@ def write_example(root, kind: str = 'flickr', n: int = 4, size=(320, 240), secon
         ids.append(i)
     if kind == 'vggss': (root / 'vggss.json').write_text(json.dumps(entries))
     return ids
+
+# %% ../nbs/14_real_data.ipynb #22720fb7
+@torch.no_grad()
+def evaluate_public(model, ds, batch_size: int = 64, device='auto', amp: bool = True) -> dict:
+    """`train.evaluate` with each clip's boxes passed to `metrics.LocalizationMeter`, so that the median-rule columns
+    are EZ-VSL's evaluator exactly (224-grid ground truth from integer-floored boxes; Flickr consensus weights)."""
+    from avsl_nbdev.metrics import LocalizationMeter
+    from avsl_nbdev.train import make_loader, to_device, autocast, resolve_device
+    device = resolve_device(device)
+    was = model.training; model.to(device).eval()
+    meter, consensus = LocalizationMeter(), getattr(ds, 'kind', None) == 'flickr'
+    for b in make_loader(ds, batch_size, False, 0, device=device):
+        b = to_device(b, device)
+        with autocast(device, amp): maps = model.maps(b)
+        meter.update(maps.float(), b['mask'], boxes=b['boxes'], consensus=consensus)
+    model.train(was)
+    return meter.compute()

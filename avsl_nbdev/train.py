@@ -11,16 +11,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import ConfigError, check_config, seed_everything, preset_config, cache_dir, config_key, dist_world, dist_rank, dist_sum
+from .core import (ConfigError, check_config, seed_everything, preset_config, current_preset, cache_dir, config_key,
+                            dist_world, dist_rank, dist_sum)
 from .data import collate_av, labeled_subset, load_benchmark, AVSLDataset, SynthConfig
 from .metrics import LocalizationMeter
 from .contrastive import ModelConfig, build_model
 
 # %% auto #0
-__all__ = ['BASELINES', 'TrainConfig', 'resolve_device', 'labeled_mask', 'to_device', 'autocast', 'atomic_write_json',
-           'atomic_save', 'atomic_savez', 'epoch_seed', 'make_loader', 'shard_order', 'evaluate', 'fit', 'runs_dir',
-           'run_dir', 'run', 'load_run_model', 'with_pretrained_visual', 'baseline_grid', 'results_table',
-           'mean_std_table', 'show_maps']
+__all__ = ['BASELINES', 'CALIBRATION_SIZES', 'CALIBRATION_STRIDES', 'CALIBRATION_MODELS', 'TrainConfig', 'resolve_device',
+           'labeled_mask', 'to_device', 'autocast', 'atomic_write_json', 'atomic_save', 'atomic_savez', 'epoch_seed',
+           'make_loader', 'shard_order', 'evaluate', 'lr_factor', 'load_checkpoint', 'check_finite', 'fit', 'runs_dir',
+           'run_dir', 'run', 'load_run_model', 'with_pretrained_visual', 'baseline_grid', 'calibration_runs',
+           'calibration_grid', 'results_table', 'mean_std_table', 'show_maps']
 
 # %% ../nbs/04b_train.ipynb #d459eb47
 @dataclass
@@ -28,7 +30,9 @@ class TrainConfig:
     "How to train (see the chapter for each field)."
     epochs: int = 15
     batch_size: int = 64
-    lr: float = 3e-4
+    lr: float = 3e-4                     # peak learning rate
+    schedule: str = 'cosine'             # 'cosine': linear warm-up, then cosine decay to 0 at the last step; 'constant'
+    warmup: float = 0.05                 # fraction of all steps spent warming up (cosine)
     weight_decay: float = 1e-4
     labeled: float | int | None = None   # D_l: count (int), ratio (float in (0, 1]) of the train pool, or None
     labeled_seed: int = 0                # seed of the nested D_l permutation
@@ -44,7 +48,10 @@ class TrainConfig:
         check_config(self, {
             'epochs': (lambda v: int(v) == v and v >= 1, 'a positive integer'),
             'batch_size': (lambda v: int(v) == v and v >= 2, 'an integer >= 2 (contrastive losses need negatives)'),
-            'lr': (lambda v: v > 0, 'a positive learning rate'),
+            'lr': (lambda v: v > 0 and math.isfinite(v), 'a positive, finite learning rate'),
+            'schedule': (lambda v: v in ('cosine', 'constant'), "'cosine' or 'constant'"),
+            'warmup': (lambda v: 0 <= v < 1, 'a fraction in [0, 1)'),
+            'eval_batch_size': (lambda v: int(v) == v and v >= 1, 'a positive integer'),
             'weight_decay': (lambda v: v >= 0, 'a number >= 0'),
             'labeled': (lambda v: v is None or (isinstance(v, int) and v > 0) or (isinstance(v, float) and 0 < v <= 1),
                         'None, a positive count (int) or a ratio in (0, 1] (float)'),
@@ -56,7 +63,7 @@ class TrainConfig:
     def preset(cls, name: str | None = None, **overrides) -> 'TrainConfig':
         "'tiny' (tests: 2 epochs, no workers), 'cpu' (the CPU results), 'gpu' (full size)."
         return preset_config(cls, {'tiny': dict(epochs=2, batch_size=16, num_workers=0, eval_batch_size=64),
-                                   'cpu': dict(epochs=12, batch_size=64, num_workers=0),
+                                   'cpu': dict(epochs=8, batch_size=32, lr=5e-4, num_workers=0),
                                    'gpu': dict(epochs=40, batch_size=128, num_workers=8, eval_batch_size=256)},
                              name, **overrides)
 
@@ -97,8 +104,12 @@ def atomic_save(obj, path) -> Path:
     "torch.save to a temporary file in the same folder, then rename: a crash never leaves a half-written checkpoint."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:                  # a full disk, a vanished folder: no hidden temporary file stays behind
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"could not write checkpoint {path} ({type(e).__name__}: {e}); {path} is unchanged") from e
     return path
 
 def atomic_savez(path, **arrays) -> Path:
@@ -138,9 +149,34 @@ def evaluate(model, ds, batch_size: int = 128, device='cpu', num_workers: int = 
     for b in make_loader(ds, batch_size, False, num_workers, device=device):
         b = to_device(b, device)
         with autocast(device, amp): maps = model.maps(b)
-        meter.update(maps.float(), b['mask'])
+        meter.update(maps.float(), b['mask'], boxes=b['boxes'])   # boxes: the public protocol's ground truth
     model.train(was)
     return meter.compute()
+
+# %% ../nbs/04b_train.ipynb #1a9745af
+def lr_factor(step: int, total: int, schedule: str = 'cosine', warmup: float = 0.05) -> float:
+    "Multiplier of the peak learning rate at optimiser step `step` of `total` (see the equation above)."
+    if schedule == 'constant': return 1.0
+    w = max(1, round(warmup * total))
+    if step < w: return (step + 1) / w
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - w) / max(1, total - w))))
+
+def load_checkpoint(path, map_location='cpu', keys=('model',)) -> dict:
+    "`torch.load` of a checkpoint written by `fit`; an unreadable file or one missing `keys` is an error naming the file."
+    path = Path(path)
+    try: ck = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise RuntimeError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete it to train again from scratch") from e
+    missing = [k for k in keys if not isinstance(ck, dict) or k not in ck]
+    if missing: raise RuntimeError(f"checkpoint {path} lacks {missing}: not a checkpoint of this trainer; delete it to train again")
+    return ck
+
+def check_finite(model, loss: torch.Tensor, epoch: int, lr: float):
+    "Raise `FloatingPointError` when the epoch's summed loss or any weight of `model` is not finite (one host sync)."
+    ok = torch.stack([torch.isfinite(loss).all()] + [torch.isfinite(p).all() for p in model.parameters()]).all()
+    if not bool(ok):
+        raise FloatingPointError(f"training diverged at epoch {epoch}: non-finite loss or weights (learning rate {lr:g}); "
+                                 "nothing of this epoch was saved — lower the learning rate")
 
 # %% ../nbs/04b_train.ipynb #8795d0b3
 def _write_history(out: Path, history: list):
@@ -184,9 +220,15 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
     is_lab = (is_labeled if is_labeled is not None else labeled_mask(pool, cfg.labeled, cfg.labeled_seed)).to(device)
     out = Path(out_dir) if out_dir else None
     start, history, best = 0, [], -math.inf
+    steps = cfg.epochs * max(1, len(train_ds) // cfg.batch_size)        # optimiser steps of the whole run (drop_last)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, steps, cfg.schedule, cfg.warmup))
     if out and resume and (out / 'last.pt').exists():
-        ck = torch.load(out / 'last.pt', map_location=device, weights_only=False)
+        ck = load_checkpoint(out / 'last.pt', device, keys=('model', 'opt', 'epoch', 'history', 'best'))
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['opt'])
+        if cfg.schedule != 'constant' and ck.get('steps', steps) != steps:
+            raise ConfigError(f"{out / 'last.pt'} was trained on a schedule of {ck['steps']} steps and this config has {steps} "
+                              f"(epochs, batch or data changed): a different schedule is a different run — use another out_dir")
+        if 'sched' in ck: sched.load_state_dict(ck['sched'])
         start, history, best = ck['epoch'], ck['history'], ck['best']
         log(f"resumed from {out / 'last.pt'} at epoch {start}")
     runner = _Step(model, step_fn or (lambda m, b, lab: m.losses(b, lab)))
@@ -207,10 +249,11 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
             with autocast(device, cfg.amp): losses = runner(b, lab)
             opt.zero_grad(set_to_none=True)
             losses['loss'].backward()
-            opt.step(); model.step_end()
+            opt.step(); sched.step(); model.step_end()
             for k, v in losses.items(): sums[k] = sums.get(k, 0) + v.detach().float()
             n += 1
         if n == 0: raise ValueError(f"training set of {len(train_ds)} samples gives no batch of {cfg.batch_size}: lower batch_size")
+        check_finite(model, sums['loss'], epoch + 1, cfg.lr)
         if world > 1:                                         # one synchronisation per epoch
             sums = {k: dist_sum(v) / world for k, v in sums.items()}
             for buf in model.buffers():                       # BatchNorm statistics are per process without SyncBatchNorm (CPU):
@@ -229,12 +272,13 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if out and rank == 0: atomic_save({'model': best_state, 'epoch': epoch + 1, 'score': best}, out / 'best.pt')
         if out and rank == 0:
-            atomic_save({'model': model.state_dict(), 'opt': opt.state_dict(), 'epoch': epoch + 1, 'history': history, 'best': best}, out / 'last.pt')
+            atomic_save({'model': model.state_dict(), 'opt': opt.state_dict(), 'sched': sched.state_dict(), 'steps': steps, 'epoch': epoch + 1,
+                         'history': history, 'best': best}, out / 'last.pt')
             _write_history(out, history)
         log(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.3f}  val cIoU@0.5 {row['val_ciou50']:.3f}  "
             f"AUC {row['val_auc']:.3f}{'  *' if improved else ''}  ({row['seconds']:.0f} s)")
     if best_state is None and out and (out / 'best.pt').exists():
-        best_state = torch.load(out / 'best.pt', map_location=device, weights_only=False)['model']
+        best_state = load_checkpoint(out / 'best.pt', device)['model']
     if best_state is not None: model.load_state_dict(best_state)
     return model, history
 
@@ -274,7 +318,7 @@ def load_run_model(res: dict, builder=build_model):
     "The validation-selected model of a finished run."
     cfgs = {k: res[k] for k in ('synth', 'model', 'train')}
     model = builder(ModelConfig(**res['model']))
-    ck = torch.load(run_dir(res['name'], cfgs) / 'best.pt', map_location='cpu', weights_only=False)
+    ck = load_checkpoint(run_dir(res['name'], cfgs) / 'best.pt')
     model.load_state_dict(ck['model'])
     return model.eval()
 
@@ -289,7 +333,7 @@ BASELINES = {
 def with_pretrained_visual(mcfg: ModelConfig, preset: str | None = None) -> ModelConfig:
     "`mcfg` with the object-pretrained CNN trunk (the ImageNet stand-in, see the encoders chapter) when it uses `cnn`."
     from avsl_nbdev.encoders import pretrained_cnn, ObjectPretrainConfig
-    if mcfg.visual != 'cnn' or mcfg.visual_weights: return mcfg
+    if mcfg.visual not in ('cnn', 'cnn-s16') or mcfg.visual_weights: return mcfg
     return dataclasses.replace(mcfg, visual_weights=str(pretrained_cnn(ObjectPretrainConfig.preset(preset))))
 
 def baseline_grid(preset: str | None = None, seeds=(0, 1, 2), names=None, log=print) -> list[dict]:
@@ -302,6 +346,32 @@ def baseline_grid(preset: str | None = None, seeds=(0, 1, 2), names=None, log=pr
             log(f"== {name}, seed {seed}")
             out.append(run(name, mcfg, TrainConfig.preset(preset, seed=seed, **extra), synth, log=log))
     return out
+
+CALIBRATION_SIZES = {'VGG-SS sizes': dict(size_dist='vggss'),
+                     'log-uniform 0.08-0.45': dict(size_dist='loguniform', min_size=0.08, max_size=0.45)}
+CALIBRATION_STRIDES = {8: 'cnn', 16: 'cnn-s16'}
+CALIBRATION_MODELS = ('oracle (boxes, all train)', 'EZ-VSL')
+
+def calibration_runs(preset: str | None = None, seed: int = 0) -> list[dict]:
+    """The calibration study's runs: `CALIBRATION_MODELS` x map stride x object-size distribution, on a third of the
+    preset's benchmark (`cpu`: 1,000 / 250 / 250 frames), the preset's training schedule (curves give the epoch axis)."""
+    name = preset or current_preset()
+    small = {} if name == 'tiny' else dict(n_train=1000, n_val=250, n_test=250)
+    out = []
+    for size, skw in CALIBRATION_SIZES.items():
+        for stride, visual in CALIBRATION_STRIDES.items():
+            for model in CALIBRATION_MODELS:
+                mcfg, extra = BASELINES[model]
+                out.append(dict(model=model, stride=stride, sizes=size, name=f'calibration {model}',
+                                mcfg=with_pretrained_visual(dataclasses.replace(mcfg, visual=visual), name),
+                                tcfg=TrainConfig.preset(name, seed=seed, **extra),
+                                scfg=SynthConfig.preset(name, **small, **skw)))
+    return out
+
+def calibration_grid(preset: str | None = None, log=print) -> list[dict]:
+    "Train (or load) every run of `calibration_runs`; each result carries its `model`, `stride` and `sizes` labels."
+    return [{**run(c['name'], c['mcfg'], c['tcfg'], c['scfg'], log=log), **{k: c[k] for k in ('model', 'stride', 'sizes')}}
+            for c in calibration_runs(preset)]
 
 def results_table(results: list[dict], split: str = 'test', cols=('ciou50', 'auc', 'mean_ciou', 'mse', 'median_ciou50',
                   'small_ciou50', 'medium_ciou50', 'fpr95')) -> 'pd.DataFrame':

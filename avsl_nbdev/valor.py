@@ -259,7 +259,10 @@ def load_llp_synth(cfg: LLPSynthConfig | None = None, rebuild: bool = False, log
             d = teacher_data(cfg, fx) if part == 'teacher' else build_llp_split(cfg, part, fx)
             atomic_savez(path, **d)
             log(f"built SynthLLP {part} in {time.perf_counter() - t0:.1f} s -> {path}")
-        with np.load(path) as z: out[part] = {k: z[k] for k in z.files}
+        try:
+            with np.load(path) as z: out[part] = {k: z[k] for k in z.files}
+        except Exception as e:                                   # a truncated or overwritten cache file: name it
+            raise ValueError(f"{path}: corrupt SynthLLP cache file ({type(e).__name__}: {e}) — delete it, or pass rebuild=True") from None
     (root / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg)))
     return out
 
@@ -422,14 +425,16 @@ def load_teacher(path) -> nn.Module:
         with warnings.catch_warnings():                        # TorchScript: loading it is still supported, only deprecated
             warnings.simplefilter('ignore', DeprecationWarning)
             return torch.jit.load(str(path), map_location='cpu').eval()
-    d = torch.load(path, map_location='cpu', weights_only=True)
+    try: d = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e: raise ValueError(f"{path}: unreadable teacher weights ({type(e).__name__}: {e})") from None
     if not isinstance(d, dict) or 'meta' not in d:
         raise ValueError(f"{path}: neither TorchScript nor a save_teacher file (expected keys 'meta', 'state_dict')")
     m = d['meta']
     if m['kind'] == 'mlp': t = SegmentTeacher(m['in_dim'], m['n_classes'], m['hidden'])
     elif m['kind'] == 'prompt': t = PromptTeacher(torch.zeros(m['n_classes'], m['in_dim']), m['scale'])
     else: raise ValueError(f"{path}: unknown teacher kind {m['kind']!r}")
-    t.load_state_dict(d['state_dict'])
+    try: t.load_state_dict(d['state_dict'])
+    except (KeyError, RuntimeError) as e: raise ValueError(f"{path}: teacher weights do not match their meta ({type(e).__name__}: {e})") from None
     return t.eval()
 
 @torch.no_grad()
@@ -788,7 +793,8 @@ def load_llp_features(dirs: dict, filenames: list, T: int = 10) -> dict:
             for fn in filenames:
                 p = folder / f'{fn[:11]}.npy'
                 if not p.exists(): missing.append(p.name); continue
-                x = np.load(p)
+                try: x = np.load(p)
+                except Exception as e: raise LLPFormatError(f"{p}: unreadable feature file ({type(e).__name__}: {e})") from None
                 if x.ndim != 2 or x.shape[0] % T: raise LLPFormatError(f"{p}: shape {x.shape}, expected [k * {T}, D]")
                 arrs.append(x.reshape(T, -1, x.shape[1]).mean(1))
             if missing: raise FileNotFoundError(f"{folder}: {len(missing)} of {len(filenames)} feature files missing, e.g. {missing[:3]}")

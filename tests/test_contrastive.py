@@ -113,7 +113,8 @@ def _model(seed=0, **kw):
 def test_training_beats_random_initialisation():
     """Box supervision for a few epochs on a small, easy benchmark beats the untrained network on validation."""
     from avsl_nbdev.data import SynthConfig, load_benchmark
-    bench = load_benchmark(SynthConfig.preset('tiny', min_size=0.25, max_size=0.5, n_train=192, silent_frac=0, offscreen_frac=0))
+    bench = load_benchmark(SynthConfig.preset('tiny', size_dist='loguniform', min_size=0.25, max_size=0.5, n_train=192,
+                                             silent_frac=0, offscreen_frac=0))
     tr, va = AVSLDataset(bench['train'], view='weak'), AVSLDataset(bench['val'])
     cfg = TrainConfig(epochs=8, batch_size=16, num_workers=0, labeled=1.0, lr=3e-3)
     kw = dict(contrastive_weight=0.0, box_weight=1.0)
@@ -130,7 +131,10 @@ def test_resume_equals_uninterrupted(tiny_bench, tmp_path):
     for method in ('ezvsl', 'slavc'):
         kw = dict(method=method, box_weight=0.5)
         _, h1 = fit(_model(**kw), cfg, tr, va, out_dir=tmp_path / f'{method}-a', log=lambda s: None)
-        fit(_model(**kw), TrainConfig(**{**cfg.__dict__, 'epochs': 1}), tr, va, out_dir=tmp_path / f'{method}-b', log=lambda s: None)
+        def kill(msg):                                    # the process dies right after epoch 1's checkpoint
+            if msg.startswith('epoch 1/'): raise KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt):
+            fit(_model(**kw), cfg, tr, va, out_dir=tmp_path / f'{method}-b', log=kill)
         _, h2 = fit(_model(seed=99, **kw), cfg, tr, va, out_dir=tmp_path / f'{method}-b', log=lambda s: None)
         a = torch.load(tmp_path / f'{method}-a' / 'last.pt', weights_only=False)
         b = torch.load(tmp_path / f'{method}-b' / 'last.pt', weights_only=False)
@@ -138,6 +142,28 @@ def test_resume_equals_uninterrupted(tiny_bench, tmp_path):
             assert torch.equal(a['model'][k], b['model'][k]), (method, k)
         assert [r['train_loss'] for r in h1] == [r['train_loss'] for r in h2]
         assert (tmp_path / f'{method}-a' / 'history.csv').exists()
+
+
+def test_changed_schedule_is_refused_and_divergence_stops(tiny_bench, tmp_path):
+    tr, va = AVSLDataset(tiny_bench['train'], view='weak'), AVSLDataset(tiny_bench['val'])
+    cfg = TrainConfig(epochs=2, batch_size=16, num_workers=0, labeled=1.0)
+    kw = dict(contrastive_weight=0.0, box_weight=1.0)
+    fit(_model(**kw), cfg, tr, va, out_dir=tmp_path / 'a', log=lambda s: None)
+    with pytest.raises(ConfigError, match='different run'):
+        fit(_model(**kw), TrainConfig(**{**cfg.__dict__, 'epochs': 3}), tr, va, out_dir=tmp_path / 'a', log=lambda s: None)
+    with pytest.raises(FloatingPointError, match='diverged at epoch 1'):
+        fit(_model(**kw), TrainConfig(**{**cfg.__dict__, 'lr': 1e12}), tr, va, out_dir=tmp_path / 'b', log=lambda s: None)
+    assert not (tmp_path / 'b' / 'best.pt').exists() and not (tmp_path / 'b' / 'last.pt').exists()
+    (tmp_path / 'a' / 'last.pt').write_bytes(b'garbage')
+    with pytest.raises(RuntimeError, match='last.pt is unreadable'):
+        fit(_model(**kw), cfg, tr, va, out_dir=tmp_path / 'a', log=lambda s: None)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    from avsl_nbdev.train import lr_factor
+    f = [lr_factor(t, 40, 'cosine', 0.1) for t in range(40)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0] and f[-1] < 0.01 and all(a >= b for a, b in zip(f[3:], f[4:]))
+    assert lr_factor(7, 40, 'constant') == 1.0
 
 
 def test_atomic_save_leaves_no_partial_file(tmp_path):

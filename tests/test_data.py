@@ -1,4 +1,6 @@
 """The embedded benchmark: determinism, splits, nesting, storage, tensors, augmentation and bad input."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,8 @@ from torchvision.transforms import v2
 
 from avsl_nbdev.core import ConfigError, config_key
 from avsl_nbdev.data import (SynthConfig, make_scene, sound_bank, labeled_subset, load_split, benchmark_dir,
-                             AVSLDataset, collate_av, boxes_to_mask, image_transform, SOUNDING, KINDS)
+                             AVSLDataset, collate_av, boxes_to_mask, image_transform, SOUNDING, KINDS,
+                             VGGSS_SIZE_QUANTILES, box_size_quantiles, draw_sizes)
 
 
 def test_scene_is_a_pure_function_of_seed_split_index(tiny_cfg):
@@ -45,11 +48,25 @@ def test_scene_semantics(tiny_cfg):
 
 
 def test_object_sizes_respect_the_config():
-    cfg = SynthConfig.preset('tiny', image_size=128, min_size=0.1, max_size=0.2)
+    cfg = SynthConfig.preset('tiny', image_size=128, size_dist='loguniform', min_size=0.1, max_size=0.2)
     for i in range(10):
         b = make_scene(cfg, 'train', i)['boxes']
-        longer = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) / 128
-        assert (longer >= 0.1 - 2 / 128).all() and (longer <= 0.2 + 2 / 128).all()
+        size = np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])) / 128       # sqrt(area) / frame width
+        assert (size >= 0.1 - 3 / 128).all() and (size <= 0.2 + 3 / 128).all(), size
+
+
+def test_default_sizes_follow_the_vggss_boxes():
+    "The size quantiles in the package are those of the real VGG-SS boxes (fixture), and scenes draw from them."
+    boxes = np.loadtxt(Path(__file__).parent / 'fixtures' / 'real' / 'vggss_boxes.csv', delimiter=',', skiprows=1,
+                       usecols=(1, 2, 3, 4))
+    assert boxes.shape == (5941, 4)
+    np.testing.assert_allclose(box_size_quantiles(boxes), VGGSS_SIZE_QUANTILES, atol=1e-4)
+    s = draw_sizes(np.random.default_rng(1), 50000)
+    np.testing.assert_allclose(np.quantile(s, [.1, .5, .9]), np.quantile(box_size_quantiles(boxes, np.linspace(0, 1, 1001)), [.1, .5, .9]), atol=0.01)
+    cfg = SynthConfig.preset('tiny', image_size=128)
+    b = np.concatenate([make_scene(cfg, 'train', i)['boxes'] for i in range(40)])
+    med = np.median(np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])) / 128)
+    assert 0.33 < med < 0.55, med                                       # VGG-SS median 0.437; sprites are re-cropped
 
 
 def test_labeled_subsets_are_nested_and_reproducible():
@@ -106,10 +123,27 @@ def test_dataset_tensors(tiny_cfg, tiny_bench):
 
 def test_dataset_rejects_wrong_audio_length(tiny_bench):
     bad = tiny_bench['val'].select(range(3)).map(lambda r, i: {'audio': r['audio'][:-100] if i == 1 else r['audio']}, with_indices=True)
-    ds = AVSLDataset(bad)
-    ds[0]
     with pytest.raises(ValueError, match='val-000001'):
-        ds[1]
+        AVSLDataset(bad)
+
+
+def test_batched_views_move_mask_and_boxes_with_the_pixels(tiny_bench):
+    torch.manual_seed(0)
+    plain, weak, strong = (AVSLDataset(tiny_bench['train'], view=v) for v in ('none', 'weak', 'strong'))
+    pos = [i for i in range(len(plain)) if len(plain[i]['boxes'])][:12]
+    b0 = plain.__getitems__(pos)
+    assert torch.equal(b0['image'], torch.stack([plain[i]['image'] for i in pos]))      # a batch = its samples stacked
+    for ds in (weak, strong):
+        b = ds.__getitems__(pos)
+        assert b['image'].shape == b0['image'].shape and set(b['mask'].unique().tolist()) <= {0.0, 1.0}
+        assert torch.equal(b['index'], b0['index']) and b['id'] == b0['id']
+        S = b['image'].shape[-1]
+        for m, bx in zip(b['mask'][:, 0], b['boxes']):
+            raster = boxes_to_mask(bx, S, S).float()
+            perim = sum(2 * ((x[2] - x[0]) + (x[3] - x[1])).item() + 4 for x in bx)
+            assert (raster - m).abs().sum().item() <= perim                            # up to a one-pixel rim
+    assert not torch.equal(strong.__getitems__(pos)['spec'], b0['spec'])              # SpecAugment masks on the strong view
+    assert torch.equal(weak.__getitems__(pos)['spec'], b0['spec'])
 
 
 def test_strong_view_moves_mask_and_boxes_together(tiny_bench):

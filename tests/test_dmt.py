@@ -225,7 +225,7 @@ def test_cli_parsing_and_stale_out_dir(tmp_path):
     check_out_dir(DMTConfig.preset('tiny', stage2_epochs=5), tmp_path)        # more epochs: a legitimate resume
     with pytest.raises(ConfigError, match='tau=0.5'): check_out_dir(DMTConfig.preset('tiny', tau=0.7), tmp_path)
     check_out_dir(DMTConfig.preset('tiny', tau=0.7), tmp_path, resume=False)  # --no-resume overwrites
-    with pytest.raises(ConfigError, match='whole number'): main(['--preset', 'tiny', '--labeled', '1.5'])
+    with pytest.raises(SystemExit): main(['--preset', 'tiny', '--labeled', '1.5'])             # one line, exit 2 (issue 17)
 
 
 def test_demo_prints_this_run(capsys):

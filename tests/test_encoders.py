@@ -12,8 +12,8 @@ def test_shapes_and_unit_norm(audio):
     B = 2
     batch = {'image': torch.randn(B, 3, 64, 64), 'wave': torch.randn(B, 1, 16000) * .1, 'spec': torch.randn(B, 1, 64, 101)}
     (v,), (a,) = AVEncoder('cnn', audio, dim=16)(batch)
-    assert v.shape == (B, 16, 4, 4) and a.shape == (B, 16)
-    assert torch.allclose(v.norm(dim=1), torch.ones(B, 4, 4), atol=1e-5)
+    assert v.shape == (B, 16, 8, 8) and a.shape == (B, 16)           # `cnn`: stride 8
+    assert torch.allclose(v.norm(dim=1), torch.ones(B, 8, 8), atol=1e-5)
     assert torch.allclose(a.norm(dim=1), torch.ones(B), atol=1e-5)
 
 
