@@ -208,7 +208,7 @@ def box_cover(boxes: list, S: int, h: int, w: int) -> torch.Tensor:
     return F.adaptive_avg_pool2d(masks[:, None], (h, w))[:, 0]
 
 class VisualTeacher(nn.Module):
-    "Small CNN trunk + objectness head: `image [B, 3, S, S] -> logits [B, S/16, S/16]`; `objectness(batch)` is the hint target."
+    "Small CNN trunk + objectness head: `image [B, 3, S, S] -> logits [B, S/8, S/8]` (the students' map grid); `objectness(batch)` is the hint target."
     def __init__(self, weights: str | None = None):
         super().__init__()
         from avsl_nbdev.encoders import build_visual
@@ -226,9 +226,9 @@ def pretrain_visual_teacher(cfg: VisualTeacherConfig, path, log=print) -> dict:
     n_val = max(16, cfg.n_images // 8)
     xv, bv = object_scenes(cfg, 0, n_val)
     x, b = object_scenes(cfg, n_val, n_val + cfg.n_images)
-    h = cfg.image_size // 16
-    yv, y = box_cover(bv, cfg.image_size, h, h), box_cover(b, cfg.image_size, h, h)
     net = VisualTeacher(init)
+    h = cfg.image_size // net.trunk.stride                       # the trunk's map grid
+    yv, y = box_cover(bv, cfg.image_size, h, h), box_cover(b, cfg.image_size, h, h)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * -(-len(x) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)

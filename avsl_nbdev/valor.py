@@ -177,7 +177,8 @@ class FeatureExtractor:
     "Frozen per-segment features: `audio(waves [M, SR]) -> [M, 2 * n_mels]`, `visual(frames uint8 [M, S, S, 3]) -> [M, 2 * C]`."
     def __init__(self, cnn_preset: str = 'cpu', log=print):
         self.logmel = LogMel(AudioConfig())
-        self.cnn = build_visual('cnn', str(pretrained_cnn(ObjectPretrainConfig.preset(cnn_preset), log=log))).eval()
+        # stride 16: segment features are pooled over the frame, so the denser stride-8 map would only cost time
+        self.cnn = build_visual('cnn-s16', str(pretrained_cnn(ObjectPretrainConfig.preset(cnn_preset), log=log))).eval()
         self.mean, self.std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
 
     @torch.no_grad()

@@ -8,7 +8,7 @@ import torch
 
 from avsl_nbdev.core import ConfigError
 from avsl_nbdev.dmt import DMTConfig, dmt_key, stage2_indices, check_out_dir
-from avsl_nbdev.ablations import (AblationConfig, COMPONENTS, plan, pair_config, results_frame, summary, pick_examples,
+from avsl_nbdev.ablations import (output_tag, AblationConfig, COMPONENTS, plan, pair_config, results_frame, summary, pick_examples,
                                   run_ablations, main, METRICS)
 
 
@@ -118,9 +118,11 @@ def test_tiny_sweep_parallel_then_cached(tmp_path, monkeypatch):
     df = out['df']
     assert set(df.exp) == {'ratios', 'components', 'backbones', 'unlabeled', 'baselines'}
     for p in out['paths'].values(): assert p.exists() and p.stat().st_size > 1000
-    saved = pd.read_csv(tmp_path / 'fig' / 'ablations_tiny.csv')
+    tag = output_tag(a)                                                   # a reduced sweep never writes the preset's names
+    assert tag.startswith('tiny-')
+    saved = pd.read_csv(tmp_path / 'fig' / f'ablations_{tag}.csv')
     assert len(saved) == len(df) and np.allclose(saved.auc, df.auc, equal_nan=True)
-    meta = json.loads((tmp_path / 'fig' / 'ablations_tiny.json').read_text())
+    meta = json.loads((tmp_path / 'fig' / f'ablations_{tag}.json').read_text())
     assert meta['jobs'] == 2 and set(meta['trivial']) == {'full', 'centre', 'random'}
     curves = pd.read_csv(tmp_path / 'fig' / 'ablation_curves_tiny.csv')
     assert set(curves.epoch) == {1, 2} and curves.accept_rate.between(0, 1).all()
