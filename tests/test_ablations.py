@@ -124,7 +124,7 @@ def test_tiny_sweep_parallel_then_cached(tmp_path, monkeypatch):
     assert len(saved) == len(df) and np.allclose(saved.auc, df.auc, equal_nan=True)
     meta = json.loads((tmp_path / 'fig' / f'ablations_{tag}.json').read_text())
     assert meta['jobs'] == 2 and set(meta['trivial']) == {'full', 'centre', 'random'}
-    curves = pd.read_csv(tmp_path / 'fig' / 'ablation_curves_tiny.csv')
+    curves = pd.read_csv(tmp_path / 'fig' / f'ablation_curves_{tag}.csv')
     assert set(curves.epoch) == {1, 2} and curves.accept_rate.between(0, 1).all()
     ckpts = {p: p.stat().st_mtime_ns for p in (tmp_path / 'runs').rglob('*.pt')}
     assert len(ckpts) >= 10

@@ -165,7 +165,7 @@ def test_single_teacher_accepts_all_unlabeled(tiny_bench):
 # An easy benchmark where learning is visible within a minute: 64 px, one large object per frame, 320 training
 # frames of which 64 labeled. Stage 1 is deliberately short (4 steps) so that stage 2 has something to add; a fast
 # EMA (0.9) lets the evaluated teacher follow its student within the few steps of the test.
-SMALL = dict(image_size=64, n_train=320, n_val=64, n_test=16, n_variants=6, min_objects=1, max_objects=1,
+SMALL = dict(image_size=64, size_dist='loguniform', n_train=320, n_val=64, n_test=16, n_variants=6, min_objects=1, max_objects=1,
              min_size=0.3, max_size=0.6, silent_frac=0.0, offscreen_frac=0.0)
 
 
