@@ -12,8 +12,9 @@ import torch
 
 # %% auto #0
 __all__ = ['PRESETS', 'in_test', 'current_preset', 'preset_config', 'ConfigError', 'check_config', 'config_key', 'cache_dir',
-           'repo_root', 'seed_everything', 'notebook_setup', 'dist_world', 'dist_rank', 'gather_batch',
-           'init_distributed', 'dist_sum']
+           'repo_root', 'FileFormatError', 'atomic_write', 'atomic_write_json', 'atomic_write_text', 'atomic_save',
+           'atomic_savez', 'read_json', 'load_torch', 'seed_everything', 'notebook_setup', 'dist_world', 'dist_rank',
+           'gather_batch', 'init_distributed', 'dist_sum']
 
 # %% ../nbs/00_core.ipynb #13208926
 PRESETS = ('tiny', 'cpu', 'gpu')
@@ -66,6 +67,57 @@ def repo_root(start=None) -> Path:
     for q in (p, *p.parents):
         if (q / 'settings.ini').exists(): return q
     raise FileNotFoundError(f"no settings.ini above {p}: run from inside the avsl_nbdev checkout")
+
+# %% ../nbs/00_core.ipynb #78d2d0c7
+class FileFormatError(RuntimeError):
+    "A file exists but cannot be read as what it should be; the message names the file."
+
+def atomic_write(path, write) -> Path:
+    "Call `write(tmp)` on a per-process temporary file next to `path`, then rename it to `path`; on failure nothing stays behind."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:                 # a full disk, a vanished folder: no hidden temporary file stays behind
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"could not write {path} ({type(e).__name__}: {e}); {path} is unchanged") from e
+    return path
+
+def atomic_write_json(obj, path) -> Path:
+    "`obj` as indented JSON, written atomically."
+    return atomic_write(path, lambda t: t.write_text(json.dumps(obj, indent=1)))
+
+def atomic_write_text(text: str, path) -> Path:
+    "`text`, written atomically."
+    return atomic_write(path, lambda t: t.write_text(text))
+
+def atomic_save(obj, path) -> Path:
+    "`torch.save(obj)`, written atomically: a crash never leaves a half-written checkpoint."
+    return atomic_write(path, lambda t: torch.save(obj, t))
+
+def atomic_savez(path, **arrays) -> Path:
+    "`np.savez(**arrays)`, written atomically (through a file object, so that NumPy does not append `.npz` to the temporary name)."
+    def write(t):
+        with open(t, 'wb') as f: np.savez(f, **arrays)
+    return atomic_write(path, write)
+
+def read_json(path, what: str = 'file'):
+    "`json.loads` of `path`; a missing or corrupt file is an error naming it."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{what} {path} not found")
+    try: return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FileFormatError(f"{what} {path} is not valid JSON ({e}): delete or repair it") from None
+
+def load_torch(path, what: str = 'file', weights_only: bool = True, map_location='cpu'):
+    "`torch.load` of `path`; a missing, truncated or foreign file is an error naming it."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{what} {path} not found")
+    try: return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as e:
+        raise FileFormatError(f"{what} {path} is unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                              "delete it, or replace it with a file written by torch.save") from None
 
 # %% ../nbs/00_core.ipynb #9f5887d8
 def seed_everything(seed: int) -> int:

@@ -18,8 +18,9 @@ from .data import (SOUNDING, CATEGORY_NAMES, STYLES, SynthConfig, AudioConfig, L
                              render_clip, pink_noise, sprite_at, _background, IMAGENET_MEAN, IMAGENET_STD, load_benchmark)
 from .encoders import AudioVGGish, SmallCNN, ResNet18Trunk, ObjectPretrainConfig, pretrained_cnn, conv_bn
 from .contrastive import ModelConfig, build_model
-from .train import (TrainConfig, fit, evaluate, resolve_device, run, run_dir, atomic_save, atomic_write_json, BASELINES,
-                              with_pretrained_visual, baseline_grid)
+from .core import atomic_save, atomic_write_json
+from .train import (TrainConfig, fit, evaluate, resolve_device, run, run_dir, BASELINES, with_pretrained_visual,
+                              baseline_grid)
 
 # %% auto #0
 __all__ = ['N_AUDIO_CLASSES', 'VARIANTS', 'audio_hint_loss', 'standardize_maps', 'resize_maps', 'student_objectness',

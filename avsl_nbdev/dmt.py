@@ -16,7 +16,8 @@ from .core import PRESETS, ConfigError, check_config, preset_config, seed_everyt
 from .data import AVSLDataset, SynthConfig, load_benchmark, split_dataset, labeled_subset
 from .metrics import minmax, upsample
 from .contrastive import ModelConfig, METHODS
-from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, atomic_write_json, mean_std_table
+from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, mean_std_table
+from .core import atomic_write_json, read_json, FileFormatError
 from .teachers import teacher_configs, train_teacher, mask_iou
 from .filtering import pseudo_masks, label_quality
 from .ipl import combine_masks, COMBINE
@@ -26,8 +27,8 @@ from .encoders import VISUAL_NAMES, AUDIO_FAMILIES, AUDIO_LETTERS, audio_names
 # %% auto #0
 __all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'PL_STATS', 'RESUMABLE', 'SCORE_COLS', 'DMTConfig', 'data_key',
            'dmt_labeled_mask', 'dmt_key', 'teacher_runs', 'stage1', 'DualMeanTeacher', 'RunFolderError',
-           'check_out_dir', 'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt', 'compare',
-           'comparison_file', 'demo', 'cli_errors', 'main']
+           'check_out_dir', 'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt', 'encoder_fields',
+           'compare', 'comparison_file', 'demo', 'cli_errors', 'main']
 
 # %% ../nbs/09_dmt.ipynb #9961caca
 EVAL_NETS = ('teacher_a', 'teacher_b', 'student_a', 'student_b', 'teachers')
@@ -315,16 +316,18 @@ def _check_schedule(cfg: DMTConfig, out: Path, old: dict):
 def check_out_dir(cfg: DMTConfig, out_dir, resume: bool = True, bench=None):
     """Refuse to resume a folder that holds a run of a different config (only the epochs and the hardware may change,
     and the epochs only upwards, before stage 2 for stage 1), or — given `bench` — of different data; then record
-    the config (`dmt_config.json`) and the data's fingerprint (`data.json`, `data_key`)."""
+    the config (`dmt_config.json`) and the data's fingerprint (`data.json`, `data_key`). A folder whose run saved no
+    checkpoint yet (it failed before its first epoch ended) holds nothing to protect: any config may take it over."""
     out = Path(out_dir)
     f, fd = out / 'dmt_config.json', out / 'data.json'
-    if f.exists() and resume:
-        old = json.loads(f.read_text())
+    trained = any((out / d / 'last.pt').exists() for d in ('teacher_a', 'teacher_b', 'stage2'))
+    if f.exists() and resume and trained:
+        old = read_json(f, 'run record')
         diff = [k for k, v in asdict(cfg).items() if k not in RESUMABLE and old.get(k, LATE_FIELDS.get(k)) != v]
         if diff: raise RunFolderError(f"{out_dir} holds a DMT run with different {', '.join(f'{k}={old.get(k)!r}' for k in diff)}: "
                                       f"use another output folder, or --no-resume to overwrite it")
-        if bench is not None and fd.exists() and json.loads(fd.read_text()) != data_key(bench):
-            raise RunFolderError(f"{out_dir} holds a DMT run trained on other data (fingerprints {json.loads(fd.read_text())} "
+        if bench is not None and fd.exists() and read_json(fd, 'data record') != data_key(bench):
+            raise RunFolderError(f"{out_dir} holds a DMT run trained on other data (fingerprints {read_json(fd)} "
                                  f"!= {data_key(bench)}): pass the data it was trained on, use another output folder, or "
                                  f"--no-resume to overwrite it")
         if bench is not None and not fd.exists():
@@ -420,7 +423,7 @@ def _train(cfg: DMTConfig, bench, out_dir, resume: bool, log) -> dict:
             'seconds': time.perf_counter() - t0}
 
 # %% ../nbs/09_dmt.ipynb #07b4ef59
-SCORE_COLS = ('ciou50', 'auc', 'mean_ciou', 'mse', 'small_ciou50', 'fpr95')
+SCORE_COLS = ('ciou50', 'auc', 'mean_ciou', 'mse', 'small_ciou50', 'fpr95', 'median_ciou50', 'median_mean_ciou')   # median_*: public protocol
 
 def run_dmt(cfg: DMTConfig, synth: SynthConfig | None = None, rerun: bool = False, log=print) -> dict:
     "Train (or load) one DMT run and score it on test; returns a JSON-able dict with histories and val/test metrics."
@@ -445,6 +448,12 @@ def run_dmt(cfg: DMTConfig, synth: SynthConfig | None = None, rerun: bool = Fals
     return res
 
 # %% ../nbs/09_dmt.ipynb #60580acf
+def encoder_fields(cfg: DMTConfig) -> dict:
+    """The encoders of DMT's teacher/student A as `ModelConfig` fields (visual trunk and its weights, audio backbone,
+    embedding size): `compare` trains its self-supervised baselines on exactly these, at every preset."""
+    m = _model_cfgs(cfg)[0]
+    return {k: getattr(m, k) for k in ('visual', 'visual_weights', 'audio', 'dim')}
+
 def compare(preset: str | None = None, seeds=(0,), baselines: bool = False, slavc: bool = False, log=print,
             **overrides) -> 'pd.DataFrame':
     "Test-split table (mean ± std over `seeds`) of trivial baselines, supervised-only, single mean teacher, DMT (+ optional rows)."
@@ -466,7 +475,8 @@ def compare(preset: str | None = None, seeds=(0,), baselines: bool = False, slav
             rows.append({'model': name, 'seed': seed, **r['stage2']['test']})
     if baselines:
         from avsl_nbdev.train import baseline_grid
-        for r in baseline_grid(preset, seeds=seeds, names=['EZ-VSL', 'SLAVC'], log=log):
+        enc = encoder_fields(DMTConfig.preset(preset, **overrides))
+        for r in baseline_grid(preset, seeds=seeds, names=['EZ-VSL', 'SLAVC'], log=log, model=enc):
             rows.append({'model': f"{r['name']} (self-supervised)", 'seed': r['train']['seed'], **r['test']})
     tab = mean_std_table(pd.DataFrame(rows), SCORE_COLS)
     tab['seeds'] = tab['seeds'].astype(str)
@@ -519,12 +529,15 @@ def _parse_sets(items) -> dict:
 
 def cli_errors(prog: str, fn, *args, **kwargs):
     """Run a command line's body: a configuration or data error prints one line `prog: error: ...` and exits 2; a
-    diverged training (`FloatingPointError`, or a `RuntimeError` saying 'non-finite') prints one line and exits 1."""
+    diverged training (`FloatingPointError`, or a `RuntimeError` saying 'non-finite') prints one line and exits 1. A
+    missing or unreadable file is a data error (exit 2); a failed write (a full disk) prints its one line and exits 1."""
     from avsl_nbdev.realdata import RealDataError
     one_line = lambda e: ' '.join(str(e).split())
     try: return fn(*args, **kwargs)
-    except (ConfigError, RealDataError) as e:
+    except (ConfigError, RealDataError, FileFormatError, FileNotFoundError) as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr); raise SystemExit(2) from None
+    except OSError as e:                                     # e.g. a full disk: `core.atomic_write` names the file
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr); raise SystemExit(1) from None
     except (FloatingPointError, RuntimeError) as e:
         if not isinstance(e, FloatingPointError) and 'non-finite' not in str(e): raise
         print(f"{prog}: training diverged: {one_line(e)}", file=sys.stderr); raise SystemExit(1) from None

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .core import ConfigError
+from .core import ConfigError, FileFormatError, load_torch, atomic_save
 
 # %% auto #0
 __all__ = ['AUDIO_FAMILIES', 'AUDIO_LETTERS', 'VISUAL_NAMES', 'conv_bn', 'SmallCNN', 'load_local_weights', 'ResNet18Trunk',
@@ -39,11 +39,13 @@ class SmallCNN(nn.Module):
     def forward(self, x): return self.body(x)
 
 def load_local_weights(module: nn.Module, path, strict_keys=None) -> nn.Module:
-    "Load a state dict from a local file into `module`; clear errors for a missing file or mismatched keys."
+    "Load a state dict from a local file into `module`; clear errors naming the file for a missing, corrupt or foreign file."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"pretrained weights {path} not found (weights are never downloaded)")
-    sd = torch.load(path, map_location='cpu', weights_only=True)
-    sd = sd.get('state_dict', sd)
+    sd = load_torch(path, 'pretrained weights')
+    sd = sd.get('state_dict', sd) if isinstance(sd, dict) else sd
+    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
+        raise FileFormatError(f"pretrained weights {path} hold a {type(sd).__name__}, not a state dict of tensors")
     missing, unexpected = module.load_state_dict(sd, strict=False)
     if missing: raise ValueError(f"weights {path} lack {len(missing)} keys of {type(module).__name__}, e.g. {missing[:3]}")
     return module
@@ -250,9 +252,7 @@ def pretrain_visual(cfg: ObjectPretrainConfig, path, log=print) -> dict:
         net.eval()
         with torch.no_grad(): acc = torch.cat([net(xb).argmax(1) for xb in xv.split(256)]).eq(yv).float().mean().item()
         log(f"object pretraining epoch {ep + 1}/{cfg.epochs}: loss {losses[-1]:.3f}, held-out accuracy {acc:.1%}")
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    import os                                            # a per-process temporary name: parallel notebooks may build it at once
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp'); torch.save(trunk.state_dict(), tmp); tmp.replace(path)
+    atomic_save(trunk.state_dict(), path)                # a per-process temporary name: parallel notebooks may build it at once
     return {'val_accuracy': acc, 'chance': 1 / len(CATEGORY_NAMES), 'losses': losses}
 
 def pretrained_cnn(cfg: ObjectPretrainConfig | None = None, log=print) -> Path:

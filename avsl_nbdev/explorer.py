@@ -17,7 +17,7 @@ from .metrics import SIZE_BINS, size_bin
 from .teachers import collect_maps
 from .filtering import consensus, label_quality, accepted_stats, filter_sweep
 from .ipl import combine_masks
-from .train import atomic_save
+from .core import atomic_save, load_torch, read_json
 from .dmt import DMTConfig, train, dmt_labeled_mask
 
 # %% auto #0
@@ -33,7 +33,7 @@ def load_dmt_run(out_dir=None, cfg: DMTConfig | None = None, data=None, log=prin
     if out_dir is not None:
         f = Path(out_dir) / 'dmt_config.json'
         if not f.exists(): raise FileNotFoundError(f"{f} not found: {out_dir} is not a DMT run folder (written by `avsl_dmt --out DIR`)")
-        cfg = DMTConfig(**json.loads(f.read_text()))
+        cfg = DMTConfig(**read_json(f, 'run config'))
     return train(cfg or DMTConfig.preset(), data, out_dir=out_dir, log=log)
 
 # %% ../nbs/11_explorer.ipynb #fbfafe61
@@ -55,7 +55,7 @@ def explorer_data(res: dict, bench, n: int | None = 512, batch_size: int = 128, 
     best = Path(res['out_dir']) / 'best.pt'
     stamp = f"{best.stat().st_mtime_ns}-{best.stat().st_size}" if best.exists() else 'none'
     f = Path(res['out_dir']) / f"explorer-n{n}-{stamp}.pt"
-    if cache and f.exists(): return {**torch.load(f, weights_only=False), 'config': res['model'].cfg}
+    if cache and f.exists(): return {**load_torch(f, 'explorer cache', weights_only=False), 'config': res['model'].cfg}
     unl = torch.nonzero(~dmt_labeled_mask(res['model'].cfg, bench)).flatten().numpy()
     pick = np.sort(np.random.default_rng(0).permutation(unl)[:n]) if n else unl
     d = collect_maps(nets, split_dataset(bench['train'], indices=pick), batch_size, device)

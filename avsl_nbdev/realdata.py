@@ -18,7 +18,7 @@ from PIL import Image
 from .core import ConfigError, check_config, config_key
 from .data import image_transform, AugConfig
 from .metrics import gt_map
-from .train import atomic_savez
+from .core import atomic_savez
 
 # %% auto #0
 __all__ = ['FLICKR_FRAME', 'KINDS_REAL', 'RealDataError', 'RealAudioConfig', 'load_wav', 'ezvsl_spectrogram', 'read_ids',

@@ -12,16 +12,17 @@ import numpy as np
 import torch
 
 from .core import (ConfigError, check_config, seed_everything, preset_config, current_preset, cache_dir, config_key,
-                            dist_world, dist_rank, dist_sum)
+                            dist_world, dist_rank, dist_sum, FileFormatError, load_torch, atomic_save, atomic_savez,
+                            atomic_write_json, atomic_write_text)
 from .data import collate_av, labeled_subset, load_benchmark, AVSLDataset, SynthConfig
 from .metrics import LocalizationMeter
 from .contrastive import ModelConfig, build_model
 
 # %% auto #0
-__all__ = ['BASELINES', 'CALIBRATION_SIZES', 'CALIBRATION_STRIDES', 'CALIBRATION_MODELS', 'TrainConfig', 'resolve_device',
-           'labeled_mask', 'to_device', 'autocast', 'atomic_write_json', 'atomic_save', 'atomic_savez', 'epoch_seed',
-           'make_loader', 'shard_order', 'evaluate', 'lr_factor', 'load_checkpoint', 'check_finite', 'fit', 'runs_dir',
-           'run_dir', 'run', 'load_run_model', 'with_pretrained_visual', 'baseline_grid', 'calibration_runs',
+__all__ = ['BASELINES', 'CALIBRATION_SIZES', 'CALIBRATION_STRIDES', 'CALIBRATION_MODELS', 'CALIBRATION_EPOCHS', 'TrainConfig',
+           'resolve_device', 'labeled_mask', 'to_device', 'autocast', 'epoch_seed', 'make_loader', 'shard_order',
+           'evaluate', 'lr_factor', 'load_checkpoint', 'check_finite', 'fit', 'runs_dir', 'run_dir', 'run',
+           'load_run_model', 'with_pretrained_visual', 'baseline_model', 'baseline_grid', 'calibration_runs',
            'calibration_grid', 'results_table', 'mean_std_table', 'show_maps']
 
 # %% ../nbs/04b_train.ipynb #d459eb47
@@ -63,7 +64,7 @@ class TrainConfig:
     def preset(cls, name: str | None = None, **overrides) -> 'TrainConfig':
         "'tiny' (tests: 2 epochs, no workers), 'cpu' (the CPU results), 'gpu' (full size)."
         return preset_config(cls, {'tiny': dict(epochs=2, batch_size=16, num_workers=0, eval_batch_size=64),
-                                   'cpu': dict(epochs=8, batch_size=32, lr=5e-4, num_workers=0),
+                                   'cpu': dict(epochs=24, batch_size=32, lr=5e-4, num_workers=0),
                                    'gpu': dict(epochs=40, batch_size=128, num_workers=8, eval_batch_size=256)},
                              name, **overrides)
 
@@ -94,32 +95,6 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == 'cuda')
 
 # %% ../nbs/04b_train.ipynb #082329ed
-def atomic_write_json(obj, path) -> Path:
-    "JSON to a per-process temporary file, then rename (readers never see half a file)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp'); tmp.write_text(json.dumps(obj, indent=1)); os.replace(tmp, path)
-    return path
-
-def atomic_save(obj, path) -> Path:
-    "torch.save to a temporary file in the same folder, then rename: a crash never leaves a half-written checkpoint."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:                  # a full disk, a vanished folder: no hidden temporary file stays behind
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"could not write checkpoint {path} ({type(e).__name__}: {e}); {path} is unchanged") from e
-    return path
-
-def atomic_savez(path, **arrays) -> Path:
-    "`np.savez` to a per-process temporary file in the same folder, then rename (parallel writers of one cache are safe)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.npz')          # np.savez appends .npz to other names
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
-
 def epoch_seed(seed: int, epoch: int) -> int: return seed * 100_003 + epoch
 
 def make_loader(ds, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0, drop_last: bool = False, device=None,
@@ -166,9 +141,9 @@ def load_checkpoint(path, map_location='cpu', keys=('model',)) -> dict:
     path = Path(path)
     try: ck = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:
-        raise RuntimeError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete it to train again from scratch") from e
+        raise FileFormatError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete it to train again from scratch") from e
     missing = [k for k in keys if not isinstance(ck, dict) or k not in ck]
-    if missing: raise RuntimeError(f"checkpoint {path} lacks {missing}: not a checkpoint of this trainer; delete it to train again")
+    if missing: raise FileFormatError(f"checkpoint {path} lacks {missing}: not a checkpoint of this trainer; delete it to train again")
     return ck
 
 def check_finite(model, loss: torch.Tensor, epoch: int, lr: float):
@@ -180,10 +155,12 @@ def check_finite(model, loss: torch.Tensor, epoch: int, lr: float):
 
 # %% ../nbs/04b_train.ipynb #8795d0b3
 def _write_history(out: Path, history: list):
-    (out / 'history.json').write_text(json.dumps(history, indent=1))
-    keys = list(dict.fromkeys(k for r in history for k in r))
-    with open(out / 'history.csv', 'w', newline='') as f:
-        w = csv.DictWriter(f, keys); w.writeheader(); w.writerows(history)
+    "`history.json` and `history.csv`, each written atomically (a reader never parses half a file)."
+    import io
+    atomic_write_json(history, out / 'history.json')
+    buf = io.StringIO(newline='')
+    w = csv.DictWriter(buf, list(dict.fromkeys(k for r in history for k in r))); w.writeheader(); w.writerows(history)
+    atomic_write_text(buf.getvalue(), out / 'history.csv')
 
 class _Step(torch.nn.Module):
     "One training step's losses as `forward` — what DDP wraps, so that it can synchronise the gradients."
@@ -228,6 +205,9 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
         if cfg.schedule != 'constant' and ck.get('steps', steps) != steps:
             raise ConfigError(f"{out / 'last.pt'} was trained on a schedule of {ck['steps']} steps and this config has {steps} "
                               f"(epochs, batch or data changed): a different schedule is a different run — use another out_dir")
+        if ck['epoch'] > cfg.epochs:
+            raise ConfigError(f"{out / 'last.pt'} was trained for {ck['epoch']} epochs and this config asks for {cfg.epochs}: resuming "
+                              f"would return the longer-trained model — use another out_dir")
         if 'sched' in ck: sched.load_state_dict(ck['sched'])
         start, history, best = ck['epoch'], ck['history'], ck['best']
         log(f"resumed from {out / 'last.pt'} at epoch {start}")
@@ -336,27 +316,39 @@ def with_pretrained_visual(mcfg: ModelConfig, preset: str | None = None) -> Mode
     if mcfg.visual not in ('cnn', 'cnn-s16') or mcfg.visual_weights: return mcfg
     return dataclasses.replace(mcfg, visual_weights=str(pretrained_cnn(ObjectPretrainConfig.preset(preset))))
 
-def baseline_grid(preset: str | None = None, seeds=(0, 1, 2), names=None, log=print) -> list[dict]:
-    "Train (or load) the models of `BASELINES` (all, or `names`) for each seed; returns the run results."
+def baseline_model(name: str, preset: str | None = None, **model) -> ModelConfig:
+    """The `ModelConfig` of baseline `name` (a key of `BASELINES`) with `model`'s fields changed (e.g. DMT's encoders:
+    `dmt.compare` holds the visual trunk, its weights, the audio backbone and the embedding size fixed across methods),
+    starting from the object-pretrained CNN unless the name says 'scratch'."""
+    mcfg = dataclasses.replace(BASELINES[name][0], **model)
+    return mcfg if 'scratch' in name else with_pretrained_visual(mcfg, preset)
+
+def baseline_grid(preset: str | None = None, seeds=(0, 1, 2), names=None, log=print, model: dict | None = None,
+                  **train) -> list[dict]:
+    """Train (or load) the models of `BASELINES` (all, or `names`) for each seed; returns the run results. `train`:
+    `TrainConfig` fields changed from the preset (e.g. `epochs=48` stretches the whole schedule: same peak learning
+    rate, warm-up share and cosine decay over more steps); `model`: `ModelConfig` fields changed (see `baseline_model`)."""
     synth, out = SynthConfig.preset(preset), []
     for seed in seeds:
         for name in names or BASELINES:
-            mcfg, extra = BASELINES[name]
-            if 'scratch' not in name: mcfg = with_pretrained_visual(mcfg, preset)
+            extra = BASELINES[name][1]
             log(f"== {name}, seed {seed}")
-            out.append(run(name, mcfg, TrainConfig.preset(preset, seed=seed, **extra), synth, log=log))
+            out.append(run(name, baseline_model(name, preset, **(model or {})),
+                           TrainConfig.preset(preset, seed=seed, **{**extra, **train}), synth, log=log))
     return out
 
 CALIBRATION_SIZES = {'VGG-SS sizes': dict(size_dist='vggss'),
                      'log-uniform 0.08-0.45': dict(size_dist='loguniform', min_size=0.08, max_size=0.45)}
 CALIBRATION_STRIDES = {8: 'cnn', 16: 'cnn-s16'}
 CALIBRATION_MODELS = ('oracle (boxes, all train)', 'EZ-VSL')
+CALIBRATION_EPOCHS = {'cpu': 8}     # a screening budget: a third of the cpu preset's 24 epochs (other presets: their own)
 
 def calibration_runs(preset: str | None = None, seed: int = 0) -> list[dict]:
     """The calibration study's runs: `CALIBRATION_MODELS` x map stride x object-size distribution, on a third of the
-    preset's benchmark (`cpu`: 1,000 / 250 / 250 frames), the preset's training schedule (curves give the epoch axis)."""
+    preset's benchmark (`cpu`: 1,000 / 250 / 250 frames) with `CALIBRATION_EPOCHS` (`cpu`: 8; curves give the epoch axis)."""
     name = preset or current_preset()
     small = {} if name == 'tiny' else dict(n_train=1000, n_val=250, n_test=250)
+    ep = {'epochs': CALIBRATION_EPOCHS[name]} if name in CALIBRATION_EPOCHS else {}
     out = []
     for size, skw in CALIBRATION_SIZES.items():
         for stride, visual in CALIBRATION_STRIDES.items():
@@ -364,7 +356,7 @@ def calibration_runs(preset: str | None = None, seed: int = 0) -> list[dict]:
                 mcfg, extra = BASELINES[model]
                 out.append(dict(model=model, stride=stride, sizes=size, name=f'calibration {model}',
                                 mcfg=with_pretrained_visual(dataclasses.replace(mcfg, visual=visual), name),
-                                tcfg=TrainConfig.preset(name, seed=seed, **extra),
+                                tcfg=TrainConfig.preset(name, seed=seed, **{**extra, **ep}),
                                 scfg=SynthConfig.preset(name, **small, **skw)))
     return out
 
@@ -374,7 +366,7 @@ def calibration_grid(preset: str | None = None, log=print) -> list[dict]:
             for c in calibration_runs(preset)]
 
 def results_table(results: list[dict], split: str = 'test', cols=('ciou50', 'auc', 'mean_ciou', 'mse', 'median_ciou50',
-                  'small_ciou50', 'medium_ciou50', 'fpr95')) -> 'pd.DataFrame':
+                  'median_mean_ciou', 'small_ciou50', 'medium_ciou50', 'fpr95')) -> 'pd.DataFrame':
     "Mean ± std over seeds of each run name's metrics on `split`."
     import pandas as pd
     df = pd.DataFrame([{'model': r['name'], 'seed': r['train']['seed'], **{c: r[split][c] for c in cols}} for r in results])

@@ -19,7 +19,7 @@ from .core import ConfigError, check_config, config_key, cache_dir, preset_confi
 from .data import (SOUNDING, SILENT, split_id, sound_bank, sprite_at, pink_noise, LogMel, AudioConfig,
                    IMAGENET_MEAN, IMAGENET_STD, _background, _overlap)
 from .encoders import build_visual, pretrained_cnn, ObjectPretrainConfig
-from .train import atomic_save, atomic_savez, atomic_write_json
+from .core import atomic_save, atomic_savez, atomic_write_json
 
 # %% auto #0
 __all__ = ['KINDS_AV', 'SR', 'LLP_SYNTH_VERSION', 'AVVP_METRICS', 'VALOR_RUNS_VERSION', 'MODELS', 'LLP_CLASSES', 'LLP_FILES',

@@ -71,6 +71,7 @@ def test_new_field_keeps_old_run_keys(tmp_path):
     # a run folder written before the field existed is still resumable with the default
     old = {k: v for k, v in dataclasses_asdict(c).items() if k != 'unlabeled'}
     (tmp_path / 'dmt_config.json').write_text(json.dumps(old))
+    (tmp_path / 'teacher_a').mkdir(); torch.save({'epoch': 1}, tmp_path / 'teacher_a' / 'last.pt')   # a folder that has trained
     check_out_dir(c, tmp_path)
     (tmp_path / 'dmt_config.json').write_text(json.dumps(old))
     with pytest.raises(ConfigError, match='unlabeled'): check_out_dir(DMTConfig.preset('cpu', unlabeled=0.5), tmp_path)

@@ -154,6 +154,10 @@ def test_changed_schedule_is_refused_and_divergence_stops(tiny_bench, tmp_path):
     with pytest.raises(FloatingPointError, match='diverged at epoch 1'):
         fit(_model(**kw), TrainConfig(**{**cfg.__dict__, 'lr': 1e12}), tr, va, out_dir=tmp_path / 'b', log=lambda s: None)
     assert not (tmp_path / 'b' / 'best.pt').exists() and not (tmp_path / 'b' / 'last.pt').exists()
+    const = TrainConfig(**{**cfg.__dict__, 'schedule': 'constant'})
+    fit(_model(**kw), const, tr, va, out_dir=tmp_path / 'c', log=lambda s: None)
+    with pytest.raises(ConfigError, match='trained for 2 epochs and this config asks for 1'):   # never the longer-trained model
+        fit(_model(**kw), TrainConfig(**{**const.__dict__, 'epochs': 1}), tr, va, out_dir=tmp_path / 'c', log=lambda s: None)
     (tmp_path / 'a' / 'last.pt').write_bytes(b'garbage')
     with pytest.raises(RuntimeError, match='last.pt is unreadable'):
         fit(_model(**kw), cfg, tr, va, out_dir=tmp_path / 'a', log=lambda s: None)

@@ -145,3 +145,52 @@ def test_cli_subprocess_one_line_exit_2():
     p = subprocess.run([sys.executable, '-m', 'avsl_nbdev.dmt', '--preset', 'tiny', '--compare', '--seeds', '0'],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and p.stderr.strip().count('\n') == 0 and 'Traceback' not in p.stderr, p.stderr
+
+
+def test_other_benchmark_seed_refused(trained):
+    "The issue's case, unmocked: a folder trained on seed-0 data is never resumed nor reused with seed-1 data."
+    from avsl_nbdev.explorer import load_dmt_run
+    cfg, d = trained
+    rec = (d / 'dmt_config.json').read_text()
+    with pytest.raises(RunFolderError, match='other data'):
+        load_dmt_run(d, data=SynthConfig.preset('tiny', seed=1), log=QUIET)
+    assert (d / 'dmt_config.json').read_text() == rec
+
+
+def test_folder_without_checkpoint_can_be_taken_over(bench, tmp_path):
+    "A run that failed before saving anything (divergence in its first epoch) does not block the corrected command."
+    bad = DMTConfig.preset('tiny', object_pretrain=None, dim=16, stage1_epochs=1, lr=1e12)
+    with pytest.raises(FloatingPointError): train(bad, bench, out_dir=tmp_path, log=QUIET)
+    assert json.loads((tmp_path / 'dmt_config.json').read_text())['lr'] == 1e12
+    good = dataclasses.replace(bad, lr=3e-4)
+    check_out_dir(good, tmp_path, bench=bench)                       # accepted, and the record now tells the truth
+    assert json.loads((tmp_path / 'dmt_config.json').read_text())['lr'] == 3e-4
+    import torch
+    (tmp_path / 'teacher_a').mkdir(exist_ok=True); torch.save({'epoch': 1}, tmp_path / 'teacher_a' / 'last.pt')
+    with pytest.raises(RunFolderError, match='different lr'): check_out_dir(bad, tmp_path, bench=bench)
+
+
+def test_cli_file_errors_one_line(monkeypatch, capsys, tmp_path):
+    import torch
+    (tmp_path / 'teacher_a').mkdir(); torch.save({'epoch': 1}, tmp_path / 'teacher_a' / 'last.pt')
+    (tmp_path / 'dmt_config.json').write_text('{"method": "ezv')                 # a record cut short
+    with pytest.raises(SystemExit) as e: main(['--preset', 'tiny', '--out', str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and 'dmt_config.json is not valid JSON' in err, err
+
+    def full(*a, **k): raise OSError(f"could not write {tmp_path / 'last.pt'} (OSError: [Errno 28] No space left on device)")
+    monkeypatch.setattr(dmt, 'train', full)
+    with pytest.raises(SystemExit) as e: main(['--preset', 'tiny', '--out', str(tmp_path / 'y')])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count('\n') == 1 and 'No space left' in err and 'Traceback' not in err
+
+
+def test_corrupt_visual_weights_named(tmp_path):
+    from avsl_nbdev.core import FileFormatError
+    from avsl_nbdev.encoders import load_local_weights, SmallCNN
+    f = tmp_path / 'w.pt'
+    f.write_bytes(b'\x80\x04garbage')
+    with pytest.raises(FileFormatError, match='pretrained weights .*w.pt is unreadable'): load_local_weights(SmallCNN(), f)
+    import torch
+    torch.save([1, 2], f)
+    with pytest.raises(FileFormatError, match='w.pt hold a list'): load_local_weights(SmallCNN(), f)

@@ -111,3 +111,20 @@ def test_nan_map_never_scored():
     with pytest.raises(NonFiniteMapError, match='1 of 3 maps are non-finite'): evaluate_maps(maps, gt)
     maps[1] = math.inf
     with pytest.raises(FloatingPointError, match='non-finite'): evaluate_maps(maps, gt)
+
+
+def test_trivial_baselines_use_public_ground_truth():
+    "score_trivial's median columns draw the ground truth from the boxes (floored on the 224 grid), as models' do."
+    import torch
+    from avsl_nbdev.metrics import score_trivial, public_gt, public_ciou, centre_prior
+    H = W = 10
+    mask = torch.zeros(1, H, W); mask[0, :4, :4] = 1                     # box [0, 0, 4, 4] px: 89.6 -> 89 rows / cols on the 224 grid
+    item = lambda i: dict(image=torch.zeros(3, H, W), spec=torch.zeros(1, 4, 4), wave=torch.zeros(1, 8), mask=mask,
+                          index=i, kind=0, boxes=torch.tensor([[0., 0., 4., 4.]]), id=str(i))
+    r = score_trivial([item(0), item(1)])
+    gt = public_gt([[0, 0, 4, 4]], H, W)
+    assert int(gt.sum()) == 89 * 89                                     # floor(4 * 22.4) = 89
+    want = public_ciou(centre_prior(1, H, W), gt[None]).item()
+    assert r['centre']['median_mean_ciou'] == pytest.approx(want, abs=1e-12)
+    resized = torch.nn.functional.interpolate(mask[None], size=(224, 224), mode='nearest-exact')[0]
+    assert int(resized.sum()) == 90 * 90                                  # the old resized mask rounds to 90
