@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import ConfigError, check_config, current_preset, repo_root
+from .core import ConfigError, check_config, current_preset, repo_root, atomic_write_json
 from .data import SynthConfig, AVSLDataset, load_benchmark
 from .train import TrainConfig, run as train_run, run_dir, load_run_model, mean_std_table
-from .core import atomic_write_json
 from .dmt import DMTConfig, run_dmt, teacher_runs, stage1, dmt_key, data_key, CODE_VERSION, _model_cfgs
 
 # %% auto #0

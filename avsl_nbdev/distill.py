@@ -13,12 +13,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import ConfigError, check_config, preset_config, cache_dir, config_key, seed_everything
+from .core import (ConfigError, check_config, preset_config, cache_dir, config_key, seed_everything, atomic_save,
+                             atomic_write_json)
 from .data import (SOUNDING, CATEGORY_NAMES, STYLES, SynthConfig, AudioConfig, LogMel, AVSLDataset,
                              render_clip, pink_noise, sprite_at, _background, IMAGENET_MEAN, IMAGENET_STD, load_benchmark)
 from .encoders import AudioVGGish, SmallCNN, ResNet18Trunk, ObjectPretrainConfig, pretrained_cnn, conv_bn
 from .contrastive import ModelConfig, build_model
-from .core import atomic_save, atomic_write_json
 from .train import (TrainConfig, fit, evaluate, resolve_device, run, run_dir, BASELINES, with_pretrained_visual,
                               baseline_grid)
 

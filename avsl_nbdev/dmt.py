@@ -12,12 +12,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .core import PRESETS, ConfigError, check_config, preset_config, seed_everything, config_key, dist_sum, dist_rank, init_distributed
+from .core import (PRESETS, ConfigError, check_config, preset_config, seed_everything, config_key, dist_sum, dist_rank,
+                             init_distributed, atomic_write_json, read_json, FileFormatError)
 from .data import AVSLDataset, SynthConfig, load_benchmark, split_dataset, labeled_subset
 from .metrics import minmax, upsample
 from .contrastive import ModelConfig, METHODS
 from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, mean_std_table
-from .core import atomic_write_json, read_json, FileFormatError
 from .teachers import teacher_configs, train_teacher, mask_iou
 from .filtering import pseudo_masks, label_quality
 from .ipl import combine_masks, COMBINE
@@ -326,8 +326,9 @@ def check_out_dir(cfg: DMTConfig, out_dir, resume: bool = True, bench=None):
         diff = [k for k, v in asdict(cfg).items() if k not in RESUMABLE and old.get(k, LATE_FIELDS.get(k)) != v]
         if diff: raise RunFolderError(f"{out_dir} holds a DMT run with different {', '.join(f'{k}={old.get(k)!r}' for k in diff)}: "
                                       f"use another output folder, or --no-resume to overwrite it")
-        if bench is not None and fd.exists() and read_json(fd, 'data record') != data_key(bench):
-            raise RunFolderError(f"{out_dir} holds a DMT run trained on other data (fingerprints {read_json(fd)} "
+        recorded = read_json(fd, 'data record') if bench is not None and fd.exists() else None
+        if recorded is not None and recorded != data_key(bench):
+            raise RunFolderError(f"{out_dir} holds a DMT run trained on other data (fingerprints {recorded} "
                                  f"!= {data_key(bench)}): pass the data it was trained on, use another output folder, or "
                                  f"--no-resume to overwrite it")
         if bench is not None and not fd.exists():

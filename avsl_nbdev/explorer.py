@@ -5,19 +5,17 @@
 # %% ../nbs/11_explorer.ipynb #17085c76
 from __future__ import annotations
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .core import ConfigError
+from .core import ConfigError, atomic_save, load_torch, read_json
 from .data import split_dataset, KINDS, SynthConfig, denormalize
 from .metrics import SIZE_BINS, size_bin
 from .teachers import collect_maps
 from .filtering import consensus, label_quality, accepted_stats, filter_sweep
 from .ipl import combine_masks
-from .core import atomic_save, load_torch, read_json
 from .dmt import DMTConfig, train, dmt_labeled_mask
 
 # %% auto #0

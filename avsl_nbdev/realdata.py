@@ -15,10 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core import ConfigError, check_config, config_key
+from .core import ConfigError, check_config, config_key, atomic_savez
 from .data import image_transform, AugConfig
 from .metrics import gt_map
-from .core import atomic_savez
 
 # %% auto #0
 __all__ = ['FLICKR_FRAME', 'KINDS_REAL', 'RealDataError', 'RealAudioConfig', 'load_wav', 'ezvsl_spectrogram', 'read_ids',

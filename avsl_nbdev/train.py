@@ -4,15 +4,14 @@
 
 # %% ../nbs/04b_train.ipynb #a17f5d3f
 from __future__ import annotations
-import csv, dataclasses, json, math, os, random, re, time
-from dataclasses import dataclass, asdict, field
+import csv, dataclasses, io, json, math, os, re, time
+from dataclasses import dataclass, asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .core import (ConfigError, check_config, seed_everything, preset_config, current_preset, cache_dir, config_key,
-                            dist_world, dist_rank, dist_sum, FileFormatError, load_torch, atomic_save, atomic_savez,
+                            dist_world, dist_rank, dist_sum, FileFormatError, load_torch, atomic_save,
                             atomic_write_json, atomic_write_text)
 from .data import collate_av, labeled_subset, load_benchmark, AVSLDataset, SynthConfig
 from .metrics import LocalizationMeter
@@ -139,9 +138,7 @@ def lr_factor(step: int, total: int, schedule: str = 'cosine', warmup: float = 0
 def load_checkpoint(path, map_location='cpu', keys=('model',)) -> dict:
     "`torch.load` of a checkpoint written by `fit`; an unreadable file or one missing `keys` is an error naming the file."
     path = Path(path)
-    try: ck = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise FileFormatError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete it to train again from scratch") from e
+    ck = load_torch(path, 'checkpoint', weights_only=False, map_location=map_location)   # unreadable: FileFormatError naming it
     missing = [k for k in keys if not isinstance(ck, dict) or k not in ck]
     if missing: raise FileFormatError(f"checkpoint {path} lacks {missing}: not a checkpoint of this trainer; delete it to train again")
     return ck
@@ -156,7 +153,6 @@ def check_finite(model, loss: torch.Tensor, epoch: int, lr: float):
 # %% ../nbs/04b_train.ipynb #8795d0b3
 def _write_history(out: Path, history: list):
     "`history.json` and `history.csv`, each written atomically (a reader never parses half a file)."
-    import io
     atomic_write_json(history, out / 'history.json')
     buf = io.StringIO(newline='')
     w = csv.DictWriter(buf, list(dict.fromkeys(k for r in history for k in r))); w.writeheader(); w.writerows(history)

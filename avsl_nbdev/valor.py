@@ -15,11 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from .core import ConfigError, check_config, config_key, cache_dir, preset_config, seed_everything
+from .core import (ConfigError, check_config, config_key, cache_dir, preset_config, seed_everything, atomic_save,
+                             atomic_savez, atomic_write_json)
 from .data import (SOUNDING, SILENT, split_id, sound_bank, sprite_at, pink_noise, LogMel, AudioConfig,
                    IMAGENET_MEAN, IMAGENET_STD, _background, _overlap)
 from .encoders import build_visual, pretrained_cnn, ObjectPretrainConfig
-from .core import atomic_save, atomic_savez, atomic_write_json
 
 # %% auto #0
 __all__ = ['KINDS_AV', 'SR', 'LLP_SYNTH_VERSION', 'AVVP_METRICS', 'VALOR_RUNS_VERSION', 'MODELS', 'LLP_CLASSES', 'LLP_FILES',

@@ -8,7 +8,8 @@ from avsl_nbdev.core import ConfigError
 from avsl_nbdev.contrastive import (similarity, loc_map, ezvsl_loss, slavc_loss, box_loss, ModelConfig, build_model)
 from avsl_nbdev.data import AVSLDataset, collate_av
 from avsl_nbdev.encoders import AVEncoder, audio_names
-from avsl_nbdev.train import TrainConfig, fit, evaluate, labeled_mask, atomic_save
+from avsl_nbdev.train import TrainConfig, fit, evaluate, labeled_mask
+from avsl_nbdev.core import atomic_save
 
 
 def _norm(*shape, seed=0):
