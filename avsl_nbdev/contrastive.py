@@ -55,8 +55,10 @@ def slavc_loss(v1, v2, a1, a2, v1m, v2m, a1m, a2m, tau: float, ids: torch.Tensor
     return F.cross_entropy(logp(v1, v2, a1m, a2m), labels) + F.cross_entropy(logp(v1m, v2m, a1, a2), labels)
 
 # %% ../nbs/04_contrastive.ipynb #35d9c79a
-def box_loss(maps: torch.Tensor, masks: torch.Tensor, use: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
-    "BCE between min-max-normalised upsampled maps `[B, h, w]` and masks `[B, (1,) H, W]`, averaged over samples with `use` and a non-empty mask."
+def box_loss(maps: torch.Tensor, masks: torch.Tensor, use: torch.Tensor | None = None, eps: float = 1e-6,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE between min-max-normalised upsampled maps `[B, h, w]` and masks `[B, (1,) H, W]`, averaged over samples with `use`
+    and a non-empty mask; with `weight` `[B]`, the weighted **sum** over those samples instead (the caller normalises)."""
     if masks.dim() == 4: masks = masks[:, 0]
     sel = masks.flatten(1).amax(1) > 0
     if use is not None: sel = sel & use.bool()
@@ -64,6 +66,7 @@ def box_loss(maps: torch.Tensor, masks: torch.Tensor, use: torch.Tensor | None =
         p = minmax(upsample(maps.float(), *masks.shape[-2:])).clamp(eps, 1 - eps)
         m = masks.float()
         bce = -(m * p.log() + (1 - m) * (1 - p).log()).flatten(1).mean(1)     # [B]
+        if weight is not None: return (bce * sel * weight.float()).sum() * dist_world()   # DDP: weights use global counts
         if dist_world() > 1:      # DDP averages gradients over processes: normalise by the global count, scaled back by N
             return (bce * sel).sum() * dist_world() / dist_sum(sel.sum().float()).clamp_min(1)
         return (bce * sel).sum() / sel.sum().clamp_min(1)
@@ -114,18 +117,24 @@ class AVSLModel(nn.Module):
         return sum(loc_map(v, a, self.cfg.tau) for v, a in zip(vs, as_)) / len(vs)
 
     @torch.no_grad()
-    def maps(self, batch) -> torch.Tensor:
-        "Raw evaluation maps `[B, h, w]` (mixed with the objectness map when `cfg.ogl > 0`)."
+    def localize(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluation maps `[B, h, w]` (mixed with the objectness map when `cfg.ogl > 0`) and an absolute confidence `[B]`:
+        the largest audio-visual cosine similarity in the frame, taken before any normalisation or mixing."""
         f, vs, as_ = self._embed(batch)
         m = self.av_map(f, vs, as_).float()
+        conf = m.flatten(1).amax(1) * self.cfg.tau            # cosine similarity in [-1, 1]
         if self.cfg.ogl > 0:
             m = (1 - self.cfg.ogl) * minmax(m) + self.cfg.ogl * minmax(f.float().abs().mean(1))
-        return m
+        return m, conf
+
+    def maps(self, batch) -> torch.Tensor:
+        "Evaluation maps `[B, h, w]` (see `localize`)."
+        return self.localize(batch)[0]
 
     def contrastive(self, batch, f, vs, as_) -> torch.Tensor: raise NotImplementedError
 
-    def losses(self, batch, labeled: torch.Tensor | None = None) -> dict:
-        "Scalar loss tensors: 'contrastive', 'box' and the weighted total 'loss'."
+    def losses(self, batch, labeled: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> dict:
+        "Scalar loss tensors: 'contrastive', 'box' (on `labeled`, optionally a `weight`ed sum, see `box_loss`) and the weighted total 'loss'."
         c = self.cfg
         f0, g = self.enc.features(batch)
         vdrop = c.vdrop if self.n_heads == 2 else 0.0
@@ -137,7 +146,7 @@ class AVSLModel(nn.Module):
             out['contrastive'] = self.contrastive(batch, f, vs, as_); total = total + c.contrastive_weight * out['contrastive']
         if c.box_weight > 0:          # the map that is supervised is the map that is evaluated: no feature dropout
             m = self.av_map(f0, *self.enc.project(f0, g)) if vdrop > 0 else self.av_map(f, vs, as_)
-            out['box'] = box_loss(m, batch['mask'], labeled); total = total + c.box_weight * out['box']
+            out['box'] = box_loss(m, batch['mask'], labeled, weight=weight); total = total + c.box_weight * out['box']
         out['loss'] = total
         return out
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #37dbeaed
 from __future__ import annotations
-import dataclasses, hashlib, json, os, random
+import contextlib, dataclasses, hashlib, json, os, random
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +13,8 @@ import torch
 # %% auto #0
 __all__ = ['PRESETS', 'in_test', 'current_preset', 'preset_config', 'ConfigError', 'check_config', 'config_key', 'cache_dir',
            'repo_root', 'FileFormatError', 'atomic_write', 'atomic_write_json', 'atomic_write_text', 'atomic_save',
-           'atomic_savez', 'read_json', 'load_torch', 'seed_everything', 'notebook_setup', 'dist_world', 'dist_rank',
-           'gather_batch', 'init_distributed', 'dist_sum']
+           'atomic_savez', 'read_json', 'load_torch', 'seed_everything', 'cpu_threads', 'pinned_threads',
+           'notebook_setup', 'dist_world', 'dist_rank', 'gather_batch', 'init_distributed', 'dist_sum']
 
 # %% ../nbs/00_core.ipynb #13208926
 PRESETS = ('tiny', 'cpu', 'gpu')
@@ -125,6 +125,24 @@ def seed_everything(seed: int) -> int:
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     return seed
+
+# %% ../nbs/00_core.ipynb #9c2b446c
+def cpu_threads() -> int:
+    "Intra-op threads for CPU training and evaluation: `$AVSL_CPU_THREADS` (a positive integer), default 1."
+    v = os.environ.get('AVSL_CPU_THREADS', '1')
+    if not v.strip().isdigit() or int(v) < 1:
+        raise ConfigError(f"AVSL_CPU_THREADS = {v!r}: expected a positive integer (the intra-op threads of CPU runs)")
+    return int(v)
+
+@contextlib.contextmanager
+def pinned_threads(device):
+    "Run the block with `cpu_threads()` intra-op threads when `device` is the CPU; the caller's setting is restored after."
+    if torch.device(device).type != 'cpu':
+        yield; return
+    was, n = torch.get_num_threads(), cpu_threads()
+    torch.set_num_threads(n)
+    try: yield n
+    finally: torch.set_num_threads(was)
 
 # %% ../nbs/00_core.ipynb #3ca05b63
 def notebook_setup(seed: int = 0) -> tuple[int, str]:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (ConfigError, check_config, preset_config, cache_dir, config_key, seed_everything, atomic_save,
+from .core import (ConfigError, check_config, preset_config, cache_dir, config_key, seed_everything, atomic_save, pinned_threads,
                              atomic_write_json)
 from .data import (SOUNDING, CATEGORY_NAMES, STYLES, SynthConfig, AudioConfig, LogMel, AVSLDataset,
                              render_clip, pink_noise, sprite_at, _background, IMAGENET_MEAN, IMAGENET_STD, load_benchmark)
@@ -119,6 +119,7 @@ class AudioTeacher(nn.Module):
     def embed(self, batch: dict) -> torch.Tensor: return self.emb(self.trunk(batch['spec']))
 
 # %% ../nbs/12_distillation.ipynb #82e9791c
+@pinned_threads('cpu')
 def pretrain_audio_teacher(cfg: AudioTeacherConfig, path, log=print) -> dict:
     "Train an `AudioTeacher` on `teacher_sounds(cfg)` (last variant of each class held out); save its state dict to `path`."
     t0 = time.perf_counter()
@@ -219,6 +220,7 @@ class VisualTeacher(nn.Module):
     def objectness(self, batch: dict) -> torch.Tensor: return torch.sigmoid(self(batch['image']))
 
 # %% ../nbs/12_distillation.ipynb #572869e5
+@pinned_threads('cpu')
 def pretrain_visual_teacher(cfg: VisualTeacherConfig, path, log=print) -> dict:
     "Train a `VisualTeacher` on `object_scenes` (first eighth held out); save its state dict to `path`; return held-out scores."
     t0 = time.perf_counter()
@@ -399,6 +401,7 @@ class Distilled(nn.Module):
 
     @torch.no_grad()
     def maps(self, batch) -> torch.Tensor: return self.student.maps(batch)
+    def localize(self, batch) -> tuple: return self.student.localize(batch)
     def step_end(self): self.student.step_end()
 
 # %% ../nbs/12_distillation.ipynb #69656c15

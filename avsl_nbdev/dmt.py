@@ -19,16 +19,16 @@ from .metrics import minmax, upsample
 from .contrastive import ModelConfig, METHODS
 from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, mean_std_table
 from .teachers import teacher_configs, train_teacher, mask_iou
-from .filtering import pseudo_masks, label_quality
+from .filtering import pseudo_masks, label_quality, confidence_threshold
 from .ipl import combine_masks, COMBINE
 from .ema import ema_update, strong_view, StrongAug
 from .encoders import VISUAL_NAMES, AUDIO_FAMILIES, AUDIO_LETTERS, audio_names
 
 # %% auto #0
-__all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'PL_STATS', 'RESUMABLE', 'SCORE_COLS', 'DMTConfig', 'data_key',
-           'dmt_labeled_mask', 'dmt_key', 'teacher_runs', 'stage1', 'DualMeanTeacher', 'RunFolderError',
-           'check_out_dir', 'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt', 'encoder_fields',
-           'compare', 'comparison_file', 'demo', 'cli_errors', 'main']
+__all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'PL_STATS', 'CONF_RING', 'RESUMABLE', 'SCORE_COLS', 'DMTConfig',
+           'data_key', 'dmt_labeled_mask', 'dmt_key', 'teacher_runs', 'stage1', 'DualMeanTeacher', 'RunFolderError',
+           'check_out_dir', 'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt', 'committed_baselines',
+           'encoder_fields', 'compare', 'comparison_file', 'demo', 'cli_errors', 'main']
 
 # %% ../nbs/09_dmt.ipynb #9961caca
 EVAL_NETS = ('teacher_a', 'teacher_b', 'student_a', 'student_b', 'teachers')
@@ -48,7 +48,7 @@ class DMTConfig:
     unlabeled: int | float | None = None  # D_u: None = every other training frame; a count or a ratio of them (nested subsets)
     stage1_epochs: int = 8
     stage1_samples: int = 1024            # samples per stage-1 epoch (D_l repeated)
-    stage2_epochs: int = 6
+    stage2_epochs: int = 12
     teachers: int = 2                     # 1 = naive single mean teacher (no consensus possible)
     filter: bool = True                   # consensus filter IoU(P_A, P_B) >= tau
     delta: float = 0.5                    # binarisation threshold of normalised teacher maps
@@ -57,6 +57,9 @@ class DMTConfig:
     teacher_update: str = 'ema'           # 'ema' | 'frozen' (stage-1 teachers) | 'copy' (teacher = student)
     ema: float = 0.99                     # EMA decay alpha
     box_weight: float = 1.0               # localization loss (boxes and pseudo-labels)
+    unsup_weight: float | None = 3.0      # lambda_u of the pseudo-label box term (chosen on validation); None: boxes and pseudo-labels in one mean (first version)
+    unsup_rampup: float = 0.0             # share of stage-2 steps over which lambda_u rises as exp(-5 (1 - t)^2); 0: none
+    conf_gate: float | None = None        # reject unlabeled frames a teacher is less sure of than this quantile of its labeled confidences (None: off)
     contrastive_weight: float = 1.0       # the base method's contrastive loss
     labeled_frac: float = 0.25            # share of D_l in stage-2 batches (by oversampling D_l)
     strong_min_scale: float = 0.5
@@ -101,6 +104,9 @@ class DMTConfig:
             'teacher_update': (lambda v: v in ('ema', 'frozen', 'copy'), "'ema', 'frozen' or 'copy'"),
             'ema': (lambda v: 0 <= v < 1, 'a decay in [0, 1)'),
             'box_weight': (lambda v: v > 0, 'a positive weight (DMT learns from boxes and pseudo-labels)'),
+            'unsup_weight': (lambda v: v is None or (v >= 0 and math.isfinite(v)), 'None or a finite weight >= 0'),
+            'unsup_rampup': (lambda v: 0 <= v < 1 and (v == 0 or self.unsup_weight is not None), 'a share of steps in [0, 1), 0 when unsup_weight is None'),
+            'conf_gate': (lambda v: v is None or 0 < v < 1, 'None or a quantile in (0, 1)'),
             'contrastive_weight': (lambda v: v >= 0, 'a weight >= 0'),
             'labeled_frac': (lambda v: 0 < v < 1, 'a fraction in (0, 1)'),
             'strong_min_scale': (lambda v: 0 < v <= 1, 'a fraction in (0, 1]'),
@@ -150,7 +156,7 @@ def _train_cfg(cfg: DMTConfig, epochs: int, seed: int) -> TrainConfig:
                        num_workers=cfg.num_workers, device=cfg.device, amp=cfg.amp, channels_last=cfg.channels_last,
                        eval_batch_size=cfg.eval_batch_size)
 
-CODE_VERSION = 2   # part of every cached run's key: bump it when a change in the code changes what training produces
+CODE_VERSION = 3   # part of every cached run's key: bump it when a change in the code changes what training produces
 
 def data_key(bench) -> dict: return {s: bench[s]._fingerprint for s in ('train', 'val')}
 
@@ -195,18 +201,23 @@ def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True, 
     return teachers, hists
 
 # %% ../nbs/09_dmt.ipynb #f411a4df
-PL_STATS = ('unlabeled', 'accepted', 'precision', 'iou', 'good', 'no_source', 'teacher_iou', 'all_iou')
+PL_STATS = ('unlabeled', 'accepted', 'precision', 'iou', 'good', 'no_source', 'teacher_iou', 'all_iou', 'unl_no_source')
+CONF_RING = 256      # labeled confidences remembered per teacher for the confidence gate (about D_l at the cpu preset)
 
 class DualMeanTeacher(nn.Module):
     "Two (or one) EMA teachers and their students around a base AVSL model; the trainer's interface (see the chapter)."
-    def __init__(self, cfg: DMTConfig, teachers: list):
+    def __init__(self, cfg: DMTConfig, teachers: list, total_steps: int = 1):
         super().__init__()
         if len(teachers) != cfg.teachers: raise ConfigError(f"DMTConfig.teachers = {cfg.teachers} but {len(teachers)} teacher networks given")
-        self.cfg, self.aug = cfg, cfg.strong_aug()
+        self.cfg, self.aug, self.total_steps = cfg, cfg.strong_aug(), total_steps
         self.students = nn.ModuleList([copy.deepcopy(t) for t in teachers]).requires_grad_(True)
         for s in self.students:                            # SLAVC's momentum encoder is never trained by gradient
             if hasattr(s, 'momentum_enc'): s.momentum_enc.requires_grad_(False)
         self.teachers = nn.ModuleList(teachers).requires_grad_(False)
+        self.register_buffer('step', torch.zeros((), dtype=torch.long))                   # optimiser steps (lambda_u ramp)
+        if cfg.conf_gate is not None:                      # the gate's memory of labeled confidences; last slot: discarded writes
+            self.register_buffer('conf_ring', torch.full((cfg.teachers, CONF_RING + 1), math.nan))
+            self.register_buffer('conf_pos', torch.zeros((), dtype=torch.long))
         self._stats = None
 
     def train(self, mode: bool = True):
@@ -214,19 +225,34 @@ class DualMeanTeacher(nn.Module):
         return self
 
     @torch.no_grad()
+    def conf_threshold(self, conf: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """The gate's thresholds `[T]`: remember the teachers' confidences `conf` `[T, B]` of the frames `known` to have a
+        source (labeled, non-empty box), then return the `cfg.conf_gate` quantile of each teacher's last `CONF_RING` of
+        them (-inf while none is known). Ring writes by scatter: no host synchronisation."""
+        R = CONF_RING
+        slot = torch.where(known, (self.conf_pos + known.long().cumsum(0) - 1) % R, torch.full_like(self.conf_pos, R).expand_as(known))
+        self.conf_ring.scatter_(1, slot.expand_as(conf), conf.float())
+        self.conf_pos.add_(known.long().sum())
+        return confidence_threshold(self.conf_ring[:, :R], self.cfg.conf_gate)
+
+    @torch.no_grad()
     def pseudo_labels(self, batch, labeled: torch.Tensor) -> dict:
-        "Teachers on the (weak) batch: normalised maps, masks, IoU, acceptance and the training target `[B, H, W]`."
+        "Teachers on the (weak) batch: normalised maps, masks, IoU, confidence, acceptance and the training target `[B, H, W]`."
         c = self.cfg
         H, W = batch['mask'].shape[-2:]
-        norms = [minmax(upsample(t.maps(batch).float(), H, W)) for t in self.teachers]
+        outs = [t.localize(batch) for t in self.teachers]
+        norms = [minmax(upsample(m.float(), H, W)) for m, _ in outs]
+        conf = torch.stack([k.float() for _, k in outs])                       # [T, B] absolute confidence
         masks = [pseudo_masks(n, c.delta) for n in norms]
         if len(masks) == 2: iou, pl = mask_iou(*masks), combine_masks(masks[0], masks[1], c.combine)
         else: iou, pl = torch.ones(len(labeled), device=labeled.device), masks[0]
         unl = ~labeled
-        accept = unl & (iou >= c.tau) if c.filter else unl
         truth = batch['mask'][:, 0] > 0
+        accept = unl & (iou >= c.tau) if c.filter else unl
+        if c.conf_gate is not None:                                            # every teacher must be sure there is a source
+            accept = accept & (conf >= self.conf_threshold(conf, labeled & truth.flatten(1).any(1))[:, None]).all(0)
         target = torch.where(labeled[:, None, None], truth, pl)
-        return dict(norms=norms, masks=masks, iou=iou, pl=pl, accept=accept, unlabeled=unl, truth=truth,
+        return dict(norms=norms, masks=masks, iou=iou, conf=conf, pl=pl, accept=accept, unlabeled=unl, truth=truth,
                     target=target, use=labeled | accept)
 
     def _record(self, p: dict):
@@ -235,7 +261,7 @@ class DualMeanTeacher(nn.Module):
         u, a = p['unlabeled'].float(), p['accept'].float()
         no_source = (~p['truth'].flatten(1).any(1)).float()           # silent, off-screen, or cropped out of the weak view
         v = torch.stack([u.sum(), a.sum(), (a * q['precision']).sum(), (a * q['iou']).sum(), (a * (q['iou'] >= 0.5)).sum(),
-                         (a * no_source).sum(), (u * p['iou']).sum(), (u * q['iou']).sum()])
+                         (a * no_source).sum(), (u * p['iou']).sum(), (u * q['iou']).sum(), (u * no_source).sum()])
         self._stats = v if self._stats is None else self._stats + v
 
     def epoch_stats(self) -> dict:
@@ -245,7 +271,23 @@ class DualMeanTeacher(nn.Module):
         n, k = max(s['unlabeled'], 1), max(s['accepted'], 1)
         return {'pl_unlabeled': s['unlabeled'], 'pl_accepted': s['accepted'], 'pl_accept_rate': s['accepted'] / n,
                 'pl_precision': s['precision'] / k, 'pl_iou': s['iou'] / k, 'pl_good': s['good'], 'pl_bad': s['accepted'] - s['good'],
-                'pl_nosource_accepted': s['no_source'], 'pl_teacher_iou': s['teacher_iou'] / n, 'pl_iou_all': s['all_iou'] / n}
+                'pl_nosource_accepted': s['no_source'], 'pl_nosource_accept_rate': s['no_source'] / max(s['unl_no_source'], 1),
+                'pl_teacher_iou': s['teacher_iou'] / n, 'pl_iou_all': s['all_iou'] / n}
+
+    def unsup_factor(self) -> torch.Tensor:
+        "lambda_u at this step: `unsup_weight`, ramped up as exp(-5 (1 - t)^2) over the first `unsup_rampup` of the steps."
+        c = self.cfg
+        if c.unsup_rampup == 0: return torch.full((), float(c.unsup_weight), device=self.step.device)
+        t = (self.step.float() / max(1.0, c.unsup_rampup * self.total_steps)).clamp(max=1.0)
+        return c.unsup_weight * torch.exp(-5 * (1 - t) ** 2)
+
+    def box_weights(self, p: dict) -> torch.Tensor | None:
+        """Per-frame weights `[B]` of the box term: a mean over labeled frames with a source plus lambda_u times the sum over
+        accepted frames divided by the number of unlabeled frames (FixMatch's normaliser). None (unsup_weight=None): one mean."""
+        if self.cfg.unsup_weight is None: return None
+        lab = (p['use'] & ~p['unlabeled'] & p['truth'].flatten(1).any(1)).float()
+        n_l, n_u = dist_sum(lab.sum()).clamp_min(1), dist_sum(p['unlabeled'].float().sum()).clamp_min(1)   # global counts
+        return lab / n_l + p['accept'].float() * self.unsup_factor() / n_u
 
     def losses(self, batch, labeled: torch.Tensor) -> dict:
         "One stage-2 step's losses (both students), given a weak batch and its labeled flags `[B]`."
@@ -256,9 +298,10 @@ class DualMeanTeacher(nn.Module):
         if batch['image'].is_contiguous(memory_format=torch.channels_last) and img.dim() == 4 and img.is_cuda:
             img = img.contiguous(memory_format=torch.channels_last)
         strong = {**batch, 'image': img, 'mask': tgt}
+        w = self.box_weights(p)
         out, total = {}, 0.0
         for k, s in zip('ab', self.students):
-            l = s.losses(strong, p['use'])
+            l = s.losses(strong, p['use'], weight=w)
             total = total + l['loss']
             out.update({f'{n}_{k}': v for n, v in l.items() if n != 'loss'})
         out['loss'] = total
@@ -266,6 +309,7 @@ class DualMeanTeacher(nn.Module):
 
     @torch.no_grad()
     def step_end(self):
+        self.step.add_(1)
         for s in self.students: s.step_end()
         if self.cfg.teacher_update == 'frozen': return
         alpha = self.cfg.ema if self.cfg.teacher_update == 'ema' else 0.0
@@ -277,11 +321,15 @@ class DualMeanTeacher(nn.Module):
         return out
 
     @torch.no_grad()
-    def maps(self, batch) -> torch.Tensor:
-        "Evaluation maps `[B, h, w]` of `cfg.eval_net` ('teachers': mean of both teachers' min-max-normalised maps)."
+    def localize(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluation maps `[B, h, w]` and confidences `[B]` of `cfg.eval_net` ('teachers': the mean of both teachers'
+        min-max-normalised maps, and of their absolute confidences — never the maximum of the normalised mean, which is 1)."""
         if self.cfg.eval_net == 'teachers':
-            return sum(minmax(t.maps(batch).float()) for t in self.teachers) / len(self.teachers)
-        return self.nets()[self.cfg.eval_net].maps(batch)
+            outs = [t.localize(batch) for t in self.teachers]
+            return (sum(minmax(m.float()) for m, _ in outs) / len(outs), sum(k.float() for _, k in outs) / len(outs))
+        return self.nets()[self.cfg.eval_net].localize(batch)
+
+    def maps(self, batch) -> torch.Tensor: return self.localize(batch)[0]
 
 # %% ../nbs/09_dmt.ipynb #4e8def64
 RESUMABLE = ('stage1_epochs', 'stage2_epochs', 'num_workers', 'device', 'eval_batch_size')
@@ -411,11 +459,11 @@ def _train(cfg: DMTConfig, bench, out_dir, resume: bool, log) -> dict:
     is_lab = dmt_labeled_mask(cfg, bench)
     key = {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION}
     out = Path(out_dir) / 'stage2' if out_dir else run_dir('dmt-stage2', key)
-    seed_everything(cfg.seed)
-    model = DualMeanTeacher(cfg, [copy.deepcopy(t) for t in teachers])
-    log(f"== stage 2: {cfg.teachers} teacher(s), filter={cfg.filter}, combine={cfg.combine}, "
-        f"teacher update={cfg.teacher_update} -> {out}")
     ds = split_dataset(bench['train'], 'weak', stage2_indices(is_lab, cfg.labeled_frac, cfg.unlabeled, cfg.labeled_seed))
+    seed_everything(cfg.seed)
+    model = DualMeanTeacher(cfg, [copy.deepcopy(t) for t in teachers], total_steps=cfg.stage2_epochs * (len(ds) // cfg.batch_size))
+    log(f"== stage 2: {cfg.teachers} teacher(s), filter={cfg.filter}, combine={cfg.combine}, "
+        f"teacher update={cfg.teacher_update}, lambda_u={cfg.unsup_weight}, gate={cfg.conf_gate} -> {out}")
     model, hist = fit(model, _train_cfg(cfg, cfg.stage2_epochs, cfg.seed), ds, split_dataset(bench['val']),
                       out_dir=out, resume=resume, log=log, is_labeled=is_lab)
     hist_all = {'teacher_a': t_hist[0], 'stage2': hist}
@@ -449,15 +497,33 @@ def run_dmt(cfg: DMTConfig, synth: SynthConfig | None = None, rerun: bool = Fals
     return res
 
 # %% ../nbs/09_dmt.ipynb #60580acf
+def committed_baselines(path, preset: str, enc: dict) -> 'pd.DataFrame':
+    """EZ-VSL, SLAVC and the oracle from a committed baseline table (`train.baselines_file`), renamed as `compare` names
+    them. Refused (`ConfigError`) unless those baselines were built on the encoders `enc` that DMT uses."""
+    import pandas as pd
+    from avsl_nbdev.train import baseline_model
+    if any(baseline_model(n, preset, **enc) != baseline_model(n, preset) for n in ('EZ-VSL', 'SLAVC')):
+        raise ConfigError(f"compare: {path} holds baselines on the training chapter's encoders, not on DMT's ({enc}): "
+                          "use baselines=True to train them on DMT's")
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"baseline table {path} not found: run the training chapter (04b) at preset {preset!r}, or use baselines=True")
+    tab = pd.read_csv(path, index_col=0)
+    names = {'EZ-VSL': 'EZ-VSL (self-supervised)', 'SLAVC': 'SLAVC (self-supervised)', 'oracle (boxes, all train)': 'oracle (boxes, all train)'}
+    missing = [n for n in names if n not in tab.index]
+    if missing: raise FileFormatError(f"baseline table {path} lacks the rows {missing}")
+    return tab.loc[list(names)].rename(index=names)
+
 def encoder_fields(cfg: DMTConfig) -> dict:
     """The encoders of DMT's teacher/student A as `ModelConfig` fields (visual trunk and its weights, audio backbone,
     embedding size): `compare` trains its self-supervised baselines on exactly these, at every preset."""
     m = _model_cfgs(cfg)[0]
     return {k: getattr(m, k) for k in ('visual', 'visual_weights', 'audio', 'dim')}
 
-def compare(preset: str | None = None, seeds=(0,), baselines: bool = False, slavc: bool = False, log=print,
+def compare(preset: str | None = None, seeds=(0,), baselines: bool | str | Path = False, slavc: bool = False, log=print,
             **overrides) -> 'pd.DataFrame':
-    "Test-split table (mean ± std over `seeds`) of trivial baselines, supervised-only, single mean teacher, DMT (+ optional rows)."
+    """Test-split table (mean ± std over `seeds`) of trivial baselines, supervised-only, single mean teacher, DMT (+ optional rows).
+    `baselines`: True trains EZ-VSL and SLAVC on DMT's encoders (`train.baseline_grid`); a path reads them, and the oracle,
+    from the training chapter's committed table (`train.baselines_file`), allowed only where DMT's encoders are that chapter's."""
     import pandas as pd
     from avsl_nbdev.metrics import score_trivial
     seeds = tuple(seeds)
@@ -474,12 +540,13 @@ def compare(preset: str | None = None, seeds=(0,), baselines: bool = False, slav
             r = run_dmt(c, synth, log=log)
             if name == variants[0][0]: rows.append({'model': 'supervised-only (D_l, stage 1)', 'seed': seed, **r['stage1']['test']})
             rows.append({'model': name, 'seed': seed, **r['stage2']['test']})
-    if baselines:
+    enc = encoder_fields(DMTConfig.preset(preset, **overrides))
+    if baselines is True:
         from avsl_nbdev.train import baseline_grid
-        enc = encoder_fields(DMTConfig.preset(preset, **overrides))
         for r in baseline_grid(preset, seeds=seeds, names=['EZ-VSL', 'SLAVC'], log=log, model=enc):
             rows.append({'model': f"{r['name']} (self-supervised)", 'seed': r['train']['seed'], **r['test']})
     tab = mean_std_table(pd.DataFrame(rows), SCORE_COLS)
+    if baselines and baselines is not True: tab = pd.concat([tab, committed_baselines(baselines, preset, enc)[tab.columns]])
     tab['seeds'] = tab['seeds'].astype(str)
     triv = {f'trivial: {k}': {'seeds': '-', **{c: f"{v[c]:.3f}" for c in SCORE_COLS}}
             for k, v in score_trivial(AVSLDataset(load_benchmark(synth)['test'])).items() if k != 'gt_box'}

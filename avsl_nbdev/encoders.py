@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .core import ConfigError, FileFormatError, load_torch, atomic_save
+from .core import ConfigError, FileFormatError, load_torch, atomic_save, pinned_threads
 
 # %% auto #0
 __all__ = ['AUDIO_FAMILIES', 'AUDIO_LETTERS', 'VISUAL_NAMES', 'conv_bn', 'SmallCNN', 'load_local_weights', 'ResNet18Trunk',
@@ -224,6 +224,7 @@ def object_images(cfg: ObjectPretrainConfig, start: int, stop: int):
     x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
     return x, torch.tensor(ys)
 
+@pinned_threads('cpu')                                   # a fixed thread count: the same weights on every machine (core)
 def pretrain_visual(cfg: ObjectPretrainConfig, path, log=print) -> dict:
     "Train SmallCNN + linear classifier on `object_images`; save the trunk's state dict to `path`; return accuracies."
     from avsl_nbdev.core import seed_everything

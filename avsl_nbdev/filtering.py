@@ -8,7 +8,7 @@ import torch
 from .teachers import mask_iou
 
 # %% auto #0
-__all__ = ['pseudo_masks', 'consensus', 'label_quality', 'accepted_stats', 'filter_sweep']
+__all__ = ['pseudo_masks', 'consensus', 'confidence_threshold', 'label_quality', 'accepted_stats', 'filter_sweep']
 
 # %% ../nbs/06_filtering.ipynb #e422a324
 def pseudo_masks(norm: torch.Tensor, delta: float) -> torch.Tensor:
@@ -20,6 +20,11 @@ def consensus(norm_a: torch.Tensor, norm_b: torch.Tensor, delta: float, tau: flo
     ma, mb = pseudo_masks(norm_a, delta), pseudo_masks(norm_b, delta)
     iou = mask_iou(ma, mb)
     return iou >= tau, iou, ma, mb
+
+# %% ../nbs/06_filtering.ipynb #41e9c524
+def confidence_threshold(ref: torch.Tensor, q: float) -> torch.Tensor:
+    "The gate's threshold `[T]`: the `q`-quantile of each row of reference confidences `[T, M]` (NaN ignored; -inf if none)."
+    return torch.nan_to_num(torch.nanquantile(ref.float(), q, dim=1), nan=-float('inf'))
 
 # %% ../nbs/06_filtering.ipynb #8265a7a1
 def label_quality(pl: torch.Tensor, gt: torch.Tensor) -> dict:

@@ -350,13 +350,15 @@ def evaluate_public(model, ds, batch_size: int = 64, device='auto', amp: bool = 
     """`train.evaluate` with each clip's boxes passed to `metrics.LocalizationMeter`, so that the median-rule columns
     are EZ-VSL's evaluator exactly (224-grid ground truth from integer-floored boxes; Flickr consensus weights)."""
     from avsl_nbdev.metrics import LocalizationMeter
-    from avsl_nbdev.train import make_loader, to_device, autocast, resolve_device
+    from avsl_nbdev.core import pinned_threads
+    from avsl_nbdev.train import make_loader, to_device, autocast, resolve_device, localize
     device = resolve_device(device)
     was = model.training; model.to(device).eval()
     meter, consensus = LocalizationMeter(), getattr(ds, 'kind', None) == 'flickr'
-    for b in make_loader(ds, batch_size, False, 0, device=device):
-        b = to_device(b, device)
-        with autocast(device, amp): maps = model.maps(b)
-        meter.update(maps.float(), b['mask'], boxes=b['boxes'], consensus=consensus)
+    with pinned_threads(device):
+        for b in make_loader(ds, batch_size, False, 0, device=device):
+            b = to_device(b, device)
+            with autocast(device, amp): maps, conf = localize(model, b)
+            meter.update(maps.float(), b['mask'], conf, boxes=b['boxes'], consensus=consensus)
     model.train(was)
     return meter.compute()

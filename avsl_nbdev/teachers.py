@@ -46,19 +46,23 @@ def train_teacher(mcfg: ModelConfig, tcfg: TrainConfig, bench, is_labeled: torch
 # %% ../nbs/05_teachers.ipynb #3ef133c1
 @torch.no_grad()
 def collect_maps(models: dict, ds, batch_size: int = 128, device='auto') -> dict:
-    """Normalised maps of each model over `ds`: `{'maps': {name: [N, H, W] float16 in [0, 1]}, 'gt': [N, H, W] bool,
-    'has_source': [N] bool, 'index': [N], 'kind': [N]}` (frames as the dataset's view shows them)."""
+    """Normalised maps of each model over `ds`: `{'maps': {name: [N, H, W] float16 in [0, 1]}, 'conf': {name: [N]}
+    (absolute confidence, see `contrastive.AVSLModel.localize`), 'gt': [N, H, W] bool, 'has_source': [N] bool,
+    'index': [N], 'kind': [N]}` (frames as the dataset's view shows them)."""
+    from avsl_nbdev.train import localize
     device = resolve_device(device)
-    out = {'maps': {k: [] for k in models}, 'gt': [], 'index': [], 'kind': []}
+    out = {'maps': {k: [] for k in models}, 'conf': {k: [] for k in models}, 'gt': [], 'index': [], 'kind': []}
     for m in models.values(): m.to(device).eval()
     for b in make_loader(ds, batch_size, False, 0):
         b = to_device(b, device)
         H, W = b['mask'].shape[-2:]
         for k, m in models.items():
-            with autocast(device): raw = m.maps(b)
+            with autocast(device): raw, conf = localize(m, b)
             out['maps'][k].append(minmax(upsample(raw.float(), H, W)).half().cpu())
+            out['conf'][k].append((raw.float().flatten(1).amax(1) if conf is None else conf.float()).cpu())
         out['gt'].append(b['mask'][:, 0].bool().cpu()); out['index'].append(b['index'].cpu()); out['kind'].append(b['kind'].cpu())
-    res = {'maps': {k: torch.cat(v) for k, v in out['maps'].items()}, **{k: torch.cat(out[k]) for k in ('gt', 'index', 'kind')}}
+    res = {f: {k: torch.cat(v) for k, v in out[f].items()} for f in ('maps', 'conf')}
+    res.update({k: torch.cat(out[k]) for k in ('gt', 'index', 'kind')})
     res['has_source'] = res['gt'].flatten(1).any(1)
     return res
 

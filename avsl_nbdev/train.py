@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .core import (ConfigError, check_config, seed_everything, preset_config, current_preset, cache_dir, config_key,
-                            dist_world, dist_rank, dist_sum, FileFormatError, load_torch, atomic_save,
+                            dist_world, dist_rank, dist_sum, FileFormatError, load_torch, atomic_save, pinned_threads,
                             atomic_write_json, atomic_write_text)
 from .data import collate_av, labeled_subset, load_benchmark, AVSLDataset, SynthConfig
 from .metrics import LocalizationMeter
@@ -20,9 +20,9 @@ from .contrastive import ModelConfig, build_model
 # %% auto #0
 __all__ = ['BASELINES', 'CALIBRATION_SIZES', 'CALIBRATION_STRIDES', 'CALIBRATION_MODELS', 'CALIBRATION_EPOCHS', 'TrainConfig',
            'resolve_device', 'labeled_mask', 'to_device', 'autocast', 'epoch_seed', 'make_loader', 'shard_order',
-           'evaluate', 'lr_factor', 'load_checkpoint', 'check_finite', 'fit', 'runs_dir', 'run_dir', 'run',
+           'localize', 'evaluate', 'lr_factor', 'load_checkpoint', 'check_finite', 'fit', 'runs_dir', 'run_dir', 'run',
            'load_run_model', 'with_pretrained_visual', 'baseline_model', 'baseline_grid', 'calibration_runs',
-           'calibration_grid', 'results_table', 'mean_std_table', 'show_maps']
+           'calibration_grid', 'results_table', 'baselines_file', 'mean_std_table', 'show_maps']
 
 # %% ../nbs/04b_train.ipynb #d459eb47
 @dataclass
@@ -114,16 +114,22 @@ def shard_order(n: int, batch_size: int, seed: int, world: int, rank: int) -> li
     perm = torch.randperm(n, generator=g)[: n // batch_size * batch_size].view(-1, world, batch_size // world)
     return perm[:, rank].flatten().tolist()
 
+def localize(model, batch) -> tuple:
+    """`(maps [B, h, w], confidence [B] or None)` of a batch: `model.localize` where the model has it (an absolute
+    per-clip confidence, comparable across clips: see the contrastive chapter), else `model.maps` and None."""
+    return model.localize(batch) if hasattr(model, 'localize') else (model.maps(batch), None)
+
 @torch.no_grad()
 def evaluate(model, ds, batch_size: int = 128, device='cpu', num_workers: int = 0, amp: bool = True) -> dict:
-    "Localization metrics of `model.maps` on an `AVSLDataset` (see `metrics.LocalizationMeter`)."
+    "Localization metrics of `model`'s maps and confidences (`localize`) on an `AVSLDataset` (see `metrics.LocalizationMeter`)."
     device = torch.device(device)
     was = model.training; model.eval()
     meter = LocalizationMeter()
-    for b in make_loader(ds, batch_size, False, num_workers, device=device):
-        b = to_device(b, device)
-        with autocast(device, amp): maps = model.maps(b)
-        meter.update(maps.float(), b['mask'], boxes=b['boxes'])   # boxes: the public protocol's ground truth
+    with pinned_threads(device):
+        for b in make_loader(ds, batch_size, False, num_workers, device=device):
+            b = to_device(b, device)
+            with autocast(device, amp): maps, conf = localize(model, b)
+            meter.update(maps.float(), b['mask'], conf, boxes=b['boxes'])   # boxes: the public protocol's ground truth
     model.train(was)
     return meter.compute()
 
@@ -173,17 +179,22 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
     atomically) and `best.pt`, and writes `history.json/csv`; `resume=True` continues from `last.pt` if present.
     `step_fn(model, batch, labeled) -> dict of losses` replaces `model.losses`. `is_labeled` (bool `[n_pool]`, indexed
     by `batch['index']`) overrides `cfg.labeled`. A model with `epoch_stats() -> dict` adds those numbers to each
-    epoch's history row (DMT logs its pseudo-label statistics this way).
+    epoch's history row (DMT logs its pseudo-label statistics this way). On the CPU, training and evaluation run with
+    `core.cpu_threads()` intra-op threads (default 1; recorded as `cpu_threads` in each history row).
 
     Under `torchrun` (a process group is initialised): `cfg.batch_size` is the global batch, each process takes its
     1/N share of every batch (`shard_order`), DDP averages gradients, contrastive losses see the global batch
     (`core.gather_batch`), BatchNorm is synchronised on GPUs, and rank 0 alone logs and writes checkpoints.
     """
+    device = resolve_device(cfg.device)
+    with pinned_threads(device):                              # CPU: a fixed thread count (core: threads decide the last bits)
+        return _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled, device)
+
+def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled, device):
     world, rank = dist_world(), dist_rank()
     if cfg.batch_size % world:
         raise ConfigError(f"TrainConfig.batch_size = {cfg.batch_size}: the global batch must divide evenly among {world} processes")
     if rank: log = lambda *a, **k: None                      # rank 0 logs and writes checkpoints
-    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model.to(device)
     if world > 1 and device.type == 'cuda': model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -238,6 +249,7 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
         if hasattr(model, 'epoch_stats'): row.update({f'train_{k}': v for k, v in model.epoch_stats().items()})
         row.update({f'val_{k}': v for k, v in evaluate(model, val_ds, cfg.eval_batch_size, device, cfg.num_workers, cfg.amp).items()})
         row['seconds'] = time.perf_counter() - t0
+        if device.type == 'cpu': row['cpu_threads'] = torch.get_num_threads()
         history.append(row)
         score = row[f'val_{cfg.select_on}']
         if world > 1:                                         # one decision for all processes (rank 0's evaluation)
@@ -367,6 +379,11 @@ def results_table(results: list[dict], split: str = 'test', cols=('ciou50', 'auc
     import pandas as pd
     df = pd.DataFrame([{'model': r['name'], 'seed': r['train']['seed'], **{c: r[split][c] for c in cols}} for r in results])
     return mean_std_table(df, cols)
+
+def baselines_file(preset: str = 'cpu') -> Path:
+    "Where this chapter commits a preset's three-seed baseline table (`figures/baselines_<preset>.csv`; DMT's comparison reads it)."
+    from avsl_nbdev.core import repo_root
+    return repo_root() / 'figures' / f'baselines_{preset}.csv'
 
 def mean_std_table(df: 'pd.DataFrame', cols) -> 'pd.DataFrame':
     "'mean ± std' (over rows, e.g. seeds) of `cols` per `model`, in order of appearance, with a `seeds` count column."

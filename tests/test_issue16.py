@@ -30,3 +30,44 @@ def test_compare_passes_dmt_encoders_to_baselines(monkeypatch):
     with pytest.raises(Stop): dmt.compare('gpu', seeds=(0,), baselines=True, log=lambda s: None)
     assert seen['names'] == ['EZ-VSL', 'SLAVC'] and seen['model'] == encoder_fields(DMTConfig.preset('gpu'))
     assert seen['model']['visual'] == 'resnet18'
+
+
+# --- fix 5: a seeded run is bit-reproducible on the CPU whatever the machine's thread setting -------------------------
+
+def _fresh_run(tmp, omp: str) -> dict:
+    "`avsl_dmt --preset tiny` in a fresh process with its own empty cache (a fresh machine) and `omp` OpenMP threads."
+    import json, os, subprocess, sys
+    env = {**os.environ, 'AVSL_CACHE': str(tmp / 'cache'), 'AVSL_RUNS': str(tmp / 'runs'), 'OMP_NUM_THREADS': omp,
+           'AVSL_PRESET': 'tiny'}
+    env.pop('AVSL_CPU_THREADS', None)
+    p = subprocess.run([sys.executable, '-m', 'avsl_nbdev.dmt', '--preset', 'tiny', '--out', str(tmp / 'out')], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != 'seconds'} for r in rows]
+    return {k: strip(json.loads((tmp / 'out' / k / 'history.json').read_text())) for k in ('teacher_a', 'teacher_b', 'stage2')}
+
+
+def test_seeded_run_identical_across_thread_settings(tmp_path):
+    # measured before the fix: one thread against two gave different losses from epoch 1 on
+    a, b = _fresh_run(tmp_path / 'one', '1'), _fresh_run(tmp_path / 'two', '2')
+    assert a == b                                            # every loss, pseudo-label count and validation metric, bit for bit
+    assert {r['cpu_threads'] for rows in a.values() for r in rows} == {1}
+
+
+# --- chapter 9 reads the training chapter's committed baselines instead of retraining them ---------------------------
+
+def test_committed_baselines_only_on_the_same_encoders(tmp_path):
+    from avsl_nbdev.core import ConfigError
+    from avsl_nbdev.dmt import committed_baselines
+    f = tmp_path / 'baselines_tiny.csv'
+    f.write_text('model,seeds,ciou50\nEZ-VSL,3,0.46 ± 0.008\nSLAVC,3,0.359 ± 0.02\n"oracle (boxes, all train)",3,0.739 ± 0.019\n'
+                 'trivial: full,-,0.209\n')
+    tab = committed_baselines(f, 'tiny', encoder_fields(DMTConfig.preset('tiny')))
+    assert list(tab.index) == ['EZ-VSL (self-supervised)', 'SLAVC (self-supervised)', 'oracle (boxes, all train)']
+    assert tab.loc['EZ-VSL (self-supervised)', 'ciou50'] == '0.46 ± 0.008'
+    other = {**encoder_fields(DMTConfig.preset('tiny')), 'audio': 'soundnet-small'}      # not the table's encoders
+    with pytest.raises(ConfigError, match='encoders'): committed_baselines(f, 'tiny', other)
+    f.write_text('model,seeds,ciou50\nEZ-VSL,3,0.46 ± 0.008\n')
+    with pytest.raises(Exception, match='lacks'): committed_baselines(f, 'tiny', encoder_fields(DMTConfig.preset('tiny')))
+    with pytest.raises(FileNotFoundError, match='baselines=True'):
+        committed_baselines(tmp_path / 'none.csv', 'tiny', encoder_fields(DMTConfig.preset('tiny')))
