@@ -502,11 +502,11 @@ def committed_baselines(path, preset: str, enc: dict) -> 'pd.DataFrame':
     them. Refused (`ConfigError`) unless those baselines were built on the encoders `enc` that DMT uses."""
     import pandas as pd
     from avsl_nbdev.train import baseline_model
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"baseline table {path} not found: run the training chapter (04b) at preset {preset!r}, or use baselines=True")
     if any(baseline_model(n, preset, **enc) != baseline_model(n, preset) for n in ('EZ-VSL', 'SLAVC')):
         raise ConfigError(f"compare: {path} holds baselines on the training chapter's encoders, not on DMT's ({enc}): "
                           "use baselines=True to train them on DMT's")
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"baseline table {path} not found: run the training chapter (04b) at preset {preset!r}, or use baselines=True")
     tab = pd.read_csv(path, index_col=0)
     names = {'EZ-VSL': 'EZ-VSL (self-supervised)', 'SLAVC': 'SLAVC (self-supervised)', 'oracle (boxes, all train)': 'oracle (boxes, all train)'}
     missing = [n for n in names if n not in tab.index]
@@ -540,7 +540,7 @@ def compare(preset: str | None = None, seeds=(0,), baselines: bool | str | Path 
             r = run_dmt(c, synth, log=log)
             if name == variants[0][0]: rows.append({'model': 'supervised-only (D_l, stage 1)', 'seed': seed, **r['stage1']['test']})
             rows.append({'model': name, 'seed': seed, **r['stage2']['test']})
-    enc = encoder_fields(DMTConfig.preset(preset, **overrides))
+    enc = encoder_fields(DMTConfig.preset(preset, **overrides)) if baselines else None
     if baselines is True:
         from avsl_nbdev.train import baseline_grid
         for r in baseline_grid(preset, seeds=seeds, names=['EZ-VSL', 'SLAVC'], log=log, model=enc):
