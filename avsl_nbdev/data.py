@@ -241,8 +241,8 @@ def synth_sound(name: str, rng: np.random.Generator, sr: int, n: int) -> np.ndar
     return out.astype(np.float32)
 
 # %% ../nbs/01_data.ipynb #f9226f6b
-def render_clip(cat: Category, rng: np.random.Generator, sr: int, n: int, rms: float = 0.1) -> np.ndarray:
-    "One random recording of category `cat`: float32 [n], scaled to RMS `rms`."
+def _render_once(cat: Category, rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
+    "One draw of a recording of `cat`, float [n], unscaled (may be silent: see `render_clip`)."
     if cat.source == 'gm':
         sfx = cat.program >= 120                          # sound effects: one long note
         k = 1 if sfx else int(rng.integers(1, 4))
@@ -263,9 +263,17 @@ def render_clip(cat: Category, rng: np.random.Generator, sr: int, n: int, rms: f
     elif cat.source == 'synth':
         x = synth_sound(cat.name, rng, sr, n)
     else: raise ValueError(f"category {cat.name!r} is silent")
-    r = float(np.sqrt(np.mean(x ** 2)))
-    if not np.isfinite(r) or r < 1e-6: raise RuntimeError(f"rendering {cat.name!r} produced silence")
-    return (x * (rms / r)).astype(np.float32)
+    return x
+
+def render_clip(cat: Category, rng: np.random.Generator, sr: int, n: int, rms: float = 0.1, attempts: int = 8) -> np.ndarray:
+    """One random recording of category `cat`: float32 [n], scaled to RMS `rms`. A few notes of the bundled soundfont
+    have no sample (alto sax, program 65, key 64, renders silence): a silent draw is drawn again from the same
+    generator, so the clip stays a function of the seed; `attempts` silent draws in a row raise a `RuntimeError`."""
+    for _ in range(attempts):
+        x = _render_once(cat, rng, sr, n)
+        r = float(np.sqrt(np.mean(x ** 2)))
+        if np.isfinite(r) and r >= 1e-6: return (x * (rms / r)).astype(np.float32)
+    raise RuntimeError(f"rendering {cat.name!r} produced silence {attempts} times in a row")
 
 # %% ../nbs/01_data.ipynb #de7fc3cf
 # sqrt(box area) / frame side of the 5,941 VGG-SS boxes (clipped to [0, 1], degenerate boxes dropped), at the quantiles

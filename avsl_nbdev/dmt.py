@@ -25,10 +25,10 @@ from .ema import ema_update, strong_view, StrongAug
 from .encoders import VISUAL_NAMES, AUDIO_FAMILIES, AUDIO_LETTERS, audio_names
 
 # %% auto #0
-__all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'PL_STATS', 'CONF_RING', 'RESUMABLE', 'SCORE_COLS', 'DMTConfig',
+__all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'PL_STATS', 'CONF_RING', 'RESUMABLE', 'SCORE_COLS', 'HELDOUT', 'DMTConfig',
            'data_key', 'dmt_labeled_mask', 'dmt_key', 'teacher_runs', 'stage1', 'DualMeanTeacher', 'RunFolderError',
            'check_out_dir', 'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt', 'committed_baselines',
-           'encoder_fields', 'compare', 'comparison_file', 'demo', 'cli_errors', 'main']
+           'encoder_fields', 'compare', 'heldout', 'comparison_file', 'demo', 'cli_errors', 'main']
 
 # %% ../nbs/09_dmt.ipynb #9961caca
 EVAL_NETS = ('teacher_a', 'teacher_b', 'student_a', 'student_b', 'teachers')
@@ -520,20 +520,24 @@ def encoder_fields(cfg: DMTConfig) -> dict:
     return {k: getattr(m, k) for k in ('visual', 'visual_weights', 'audio', 'dim')}
 
 def compare(preset: str | None = None, seeds=(0,), baselines: bool | str | Path = False, slavc: bool = False, log=print,
-            **overrides) -> 'pd.DataFrame':
+            synth: dict | None = None, single: bool = True, baseline_names=('EZ-VSL', 'SLAVC'), **overrides) -> 'pd.DataFrame':
     """Test-split table (mean ± std over `seeds`) of trivial baselines, supervised-only, single mean teacher, DMT (+ optional rows).
-    `baselines`: True trains EZ-VSL and SLAVC on DMT's encoders (`train.baseline_grid`); a path reads them, and the oracle,
-    from the training chapter's committed table (`train.baselines_file`), allowed only where DMT's encoders are that chapter's."""
+    `baselines`: True trains `baseline_names` (keys of `train.BASELINES`) on DMT's encoders (`train.baseline_grid`); a path
+    reads EZ-VSL, SLAVC and the oracle from the training chapter's committed table (`train.baselines_file`), allowed only
+    where DMT's encoders are that chapter's. `synth`: `SynthConfig` fields changed (another benchmark, same for every row);
+    `single=False` leaves out the single mean teacher."""
     import pandas as pd
     from avsl_nbdev.metrics import score_trivial
     seeds = tuple(seeds)
     if not seeds: raise ConfigError("compare: seeds is empty; give at least one seed (--seeds N with N >= 1)")
-    synth = SynthConfig.preset(preset)
+    if synth and baselines and baselines is not True:
+        raise ConfigError("compare: the committed baseline table is of the preset's own benchmark; with synth=... use baselines=True")
+    synth_over, synth = synth or {}, SynthConfig.preset(preset, **(synth or {}))
     rows = []
     for seed in seeds:
         cfg = DMTConfig.preset(preset, **{**overrides, 'seed': seed})
         base = {'ezvsl': 'EZ-VSL', 'slavc': 'SLAVC'}[cfg.method]
-        variants = [(f'DMT ({base})', cfg), ('single mean teacher', cfg.single_teacher())]
+        variants = [(f'DMT ({base})', cfg)] + ([('single mean teacher', cfg.single_teacher())] if single else [])
         if slavc and cfg.method != 'slavc': variants.append(('DMT (SLAVC)', dataclasses.replace(cfg, method='slavc')))
         for name, c in variants:
             log(f"=== {name}, seed {seed}")
@@ -543,14 +547,32 @@ def compare(preset: str | None = None, seeds=(0,), baselines: bool | str | Path 
     enc = encoder_fields(DMTConfig.preset(preset, **overrides)) if baselines else None
     if baselines is True:
         from avsl_nbdev.train import baseline_grid
-        for r in baseline_grid(preset, seeds=seeds, names=['EZ-VSL', 'SLAVC'], log=log, model=enc):
-            rows.append({'model': f"{r['name']} (self-supervised)", 'seed': r['train']['seed'], **r['test']})
+        for r in baseline_grid(preset, seeds=seeds, names=list(baseline_names), log=log, model=enc, synth=synth_over):
+            name = r['name'] + (' (self-supervised)' if r['name'] in ('EZ-VSL', 'SLAVC') else '')
+            rows.append({'model': name, 'seed': r['train']['seed'], **r['test']})
     tab = mean_std_table(pd.DataFrame(rows), SCORE_COLS)
     if baselines and baselines is not True: tab = pd.concat([tab, committed_baselines(baselines, preset, enc)[tab.columns]])
     tab['seeds'] = tab['seeds'].astype(str)
     triv = {f'trivial: {k}': {'seeds': '-', **{c: f"{v[c]:.3f}" for c in SCORE_COLS}}
             for k, v in score_trivial(AVSLDataset(load_benchmark(synth)['test'])).items() if k != 'gt_box'}
     return pd.concat([tab, pd.DataFrame(triv).T[tab.columns]])
+
+# %% ../nbs/09_dmt.ipynb #6f803e7e
+HELDOUT = {'benchmark seed 1': dict(seed=1), 'art style openmoji': dict(style='openmoji')}   # SynthConfig changes
+
+def heldout(preset: str | None = None, seeds=(0,), log=print, benchmarks: dict | None = None,
+            baseline_names=('EZ-VSL', 'oracle (boxes, all train)')) -> 'pd.DataFrame':
+    """The headline comparison (supervised-only, DMT, `baseline_names`, trivial baselines) on benchmarks nothing was
+    tuned on (`benchmarks`, default `HELDOUT`: name -> `SynthConfig` changes), preset configs unchanged; one table
+    with a `benchmark` column."""
+    import pandas as pd
+    tabs = []
+    for name, over in (benchmarks or HELDOUT).items():
+        t = compare(preset, seeds, baselines=True, log=log, synth=over, single=False,
+                    baseline_names=baseline_names)
+        t.insert(0, 'benchmark', name)
+        tabs.append(t)
+    return pd.concat(tabs)
 
 # %% ../nbs/09_dmt.ipynb #bf9a5271
 def comparison_file(preset: str = 'cpu') -> Path:

@@ -332,11 +332,12 @@ def baseline_model(name: str, preset: str | None = None, **model) -> ModelConfig
     return mcfg if 'scratch' in name else with_pretrained_visual(mcfg, preset)
 
 def baseline_grid(preset: str | None = None, seeds=(0, 1, 2), names=None, log=print, model: dict | None = None,
-                  **train) -> list[dict]:
+                  synth: dict | None = None, **train) -> list[dict]:
     """Train (or load) the models of `BASELINES` (all, or `names`) for each seed; returns the run results. `train`:
     `TrainConfig` fields changed from the preset (e.g. `epochs=48` stretches the whole schedule: same peak learning
-    rate, warm-up share and cosine decay over more steps); `model`: `ModelConfig` fields changed (see `baseline_model`)."""
-    synth, out = SynthConfig.preset(preset), []
+    rate, warm-up share and cosine decay over more steps); `model`: `ModelConfig` fields changed (see `baseline_model`);
+    `synth`: `SynthConfig` fields changed (another benchmark, e.g. `dict(seed=1)` for `dmt.compare`'s held-out check)."""
+    synth, out = SynthConfig.preset(preset, **(synth or {})), []
     for seed in seeds:
         for name in names or BASELINES:
             extra = BASELINES[name][1]

@@ -23,13 +23,15 @@ def test_small_presets_unchanged():
 def test_compare_passes_dmt_encoders_to_baselines(monkeypatch):
     class Stop(Exception): pass
     seen = {}
-    def grid(preset, seeds, names, log, model=None):
-        seen.update(preset=preset, names=names, model=model); raise Stop
+    def grid(preset, seeds, names, log, model=None, synth=None):
+        seen.update(preset=preset, names=names, model=model, synth=synth); raise Stop
     monkeypatch.setattr(dmt, 'run_dmt', lambda c, s, log=None: {'stage1': {'test': {}}, 'stage2': {'test': {}}})
     monkeypatch.setattr(train, 'baseline_grid', grid)
     with pytest.raises(Stop): dmt.compare('gpu', seeds=(0,), baselines=True, log=lambda s: None)
     assert seen['names'] == ['EZ-VSL', 'SLAVC'] and seen['model'] == encoder_fields(DMTConfig.preset('gpu'))
-    assert seen['model']['visual'] == 'resnet18'
+    assert seen['model']['visual'] == 'resnet18' and seen['synth'] == {}
+    with pytest.raises(Stop): dmt.compare('gpu', seeds=(0,), baselines=True, log=lambda s: None, synth=dict(seed=1))
+    assert seen['synth'] == dict(seed=1)                  # the held-out check trains the baselines on its own benchmark
 
 
 # --- fix 5: a seeded run is bit-reproducible on the CPU whatever the machine's thread setting -------------------------
