@@ -40,10 +40,11 @@ class AblationConfig:
     base_preset: str = 'cpu'                          # preset of SynthConfig / DMTConfig / TrainConfig it builds on
     synth: dict = field(default_factory=dict)         # SynthConfig overrides
     dmt: dict = field(default_factory=dict)           # DMTConfig overrides shared by every variant
-    baseline_epochs: int = 4                          # self-supervised EZ-VSL / SLAVC: epochs over the training split
-    seeds: int = 3
-    ratios: tuple = (0.005, 0.01, 0.02, 0.05, 0.1)   # labeled ratios of the training split (nested D_l)
-    ratio: float = 0.05                               # labeled ratio of the component, backbone and unlabeled runs
+    seeds: int = 3                                    # seeds of the labeled-ratio sweep
+    study_seeds: int | None = None                    # seeds of the other experiments and the baselines (None: seeds)
+    ratios: tuple = (0.005, 0.01, 0.02, 0.05, 0.1)   # labeled frames of the training split (nested D_l): ratios or counts
+    ratio: int | float = 0.05                         # labeled ratio (or count) of the component, backbone and unlabeled runs
+    baselines: tuple = ('EZ-VSL', 'SLAVC', 'oracle (boxes, all train)')   # train.BASELINES, trained as in chapter 04b
     multiples: tuple = (1, 2, 4)                      # amount of unlabeled data; the largest = the whole unlabeled pool
     pairs: tuple = ('RV', 'RS', 'VS')                 # audio backbone pairs (teacher A, teacher B) around EZ-VSL
     slavc_pairs: tuple = ('VS',)                      # ... and around SLAVC
@@ -52,39 +53,53 @@ class AblationConfig:
     def __post_init__(self):
         self.ratios, self.multiples = tuple(self.ratios), tuple(self.multiples)
         self.pairs, self.slavc_pairs, self.components = tuple(self.pairs), tuple(self.slavc_pairs), tuple(self.components)
+        self.baselines = tuple(self.baselines)
+        from avsl_nbdev.train import BASELINES
         pair_ok = lambda ps: all(len(p) == 2 and set(p) <= set('RVS') and p[0] != p[1] for p in ps)
+        amount = lambda r: (isinstance(r, int) and r >= 1) or (isinstance(r, float) and 0 < r < 1)   # DMTConfig.labeled's rule
         check_config(self, {
             'base_preset': (lambda v: v in ('tiny', 'cpu', 'gpu'), "'tiny', 'cpu' or 'gpu'"),
             'seeds': (lambda v: int(v) == v and v >= 1, 'a positive integer'),
-            'baseline_epochs': (lambda v: int(v) == v and v >= 1, 'a positive integer'),
-            'ratios': (lambda v: len(v) > 0 and all(0 < r < 1 for r in v), 'ratios in (0, 1)'),
-            'ratio': (lambda v: 0 < v < 1, 'a ratio in (0, 1)'),
-            'multiples': (lambda v: len(v) > 0 and all(m > 0 for m in v), 'positive multiples'),
+            'study_seeds': (lambda v: v is None or (int(v) == v and v >= 1), 'None or a positive integer'),
+            'ratios': (lambda v: len(v) > 0 and all(amount(r) for r in v), 'labeled counts (int) or ratios in (0, 1)'),
+            'ratio': (amount, 'a labeled count (int) or a ratio in (0, 1)'),
+            'multiples': (lambda v: all(m > 0 for m in v), 'positive multiples (empty: no unlabeled-amount study)'),
             'pairs': (pair_ok, "pairs of two different letters of R, V, S, e.g. 'VS'"),
             'slavc_pairs': (pair_ok, "pairs of two different letters of R, V, S, e.g. 'VS'"),
-            'components': (lambda v: set(v) <= set(COMPONENTS), f'names from {list(COMPONENTS)}')})
+            'components': (lambda v: set(v) <= set(COMPONENTS), f'names from {list(COMPONENTS)}'),
+            'baselines': (lambda v: set(v) <= set(BASELINES), f'names from {list(BASELINES)}')})
         SynthConfig.preset(self.base_preset, **self.synth); DMTConfig.preset(self.base_preset, **self.dmt)   # field errors now
 
     @classmethod
     def preset(cls, name: str | None = None, **overrides) -> 'AblationConfig':
-        """'tiny' (nbdev_test: one seed, a reduced grid), 'cpu' (the committed figures: <= 60 min on 2 CPU cores),
-        'gpu' (full size: the DMT gpu preset, every pair around both methods)."""
+        """'tiny' (nbdev_test: one seed, a reduced grid), 'cpu' (the committed figures: chapter 9's testbed, a reduced
+        grid), 'gpu' (full size: the DMT gpu preset, the full grid, every pair around both methods)."""
         name = name or current_preset()
         if name not in ('tiny', 'cpu', 'gpu'): raise ConfigError(f"preset = {name!r}: expected one of ['tiny', 'cpu', 'gpu']")
-        small = dict(synth=dict(n_train=600, n_val=200, n_test=400, min_size=0.15),
-                     dmt=dict(stage1_epochs=3, stage1_samples=512, stage2_epochs=3, batch_size=32, ema=0.95))
         base = {
             'tiny': dict(base_preset='tiny', seeds=1, ratios=(0.05, 0.2), ratio=0.2, multiples=(1, 2), pairs=('RS', 'VS'),
-                         baseline_epochs=1, components=('full DMT', 'no noise filter', 'no EMA: frozen teachers',
-                                                        'one teacher (single mean teacher)'),
+                         components=('full DMT', 'no noise filter', 'no EMA: frozen teachers',
+                                     'one teacher (single mean teacher)'),
                          dmt=dict(stage2_epochs=2)),
-            'cpu': dict(base_preset='cpu', **small),
-            'gpu': dict(base_preset='gpu', baseline_epochs=40, slavc_pairs=('RV', 'RS', 'VS'))}[name]
+            # chapter 9's testbed and configs; ratios 1 % and D_l = 256 (chapter 9's runs, three seeds); the studies at
+            # 1 % with one seed, one variant per question (filter, IPL, EMA, two teachers); EZ-VSL and the oracle;
+            # no backbone or unlabeled-amount study (one seed of each: about 2 h more on 2 cores)
+            'cpu': dict(base_preset='cpu', ratios=(0.01, 256), ratio=0.01, study_seeds=1, pairs=(), slavc_pairs=(),
+                        multiples=(), components=('full DMT', 'no noise filter', 'no IPL: union', 'no EMA: frozen teachers',
+                                                  'one teacher (single mean teacher)'),
+                        baselines=('EZ-VSL', 'oracle (boxes, all train)')),
+            'gpu': dict(base_preset='gpu', slavc_pairs=('RV', 'RS', 'VS'))}[name]
         for k in ('synth', 'dmt'):                           # dict overrides add to the preset's, not replace them
             if k in overrides: overrides[k] = {**base.get(k, {}), **overrides[k]}
         return cls(**{**base, **overrides})
 
     def synth_config(self) -> SynthConfig: return SynthConfig.preset(self.base_preset, **self.synth)
+
+    def n_study_seeds(self) -> int: return self.seeds if self.study_seeds is None else self.study_seeds
+
+    def share(self, r: int | float) -> float:
+        "A labeled amount (count or ratio) as the share of the training split."
+        return r / self.synth_config().n_train if isinstance(r, int) else r
 
     def base(self, seed: int, **kw) -> DMTConfig:
         "The shared DMT config of a seed (labeled ratio `self.ratio` unless overridden)."
@@ -99,14 +114,16 @@ def pair_config(cfg: DMTConfig, pair: str, method: str | None = None) -> DMTConf
     return replace(cfg, audio_a=AUDIO[pair[0]] + suffix, audio_b=AUDIO[pair[1]] + suffix, method=method or cfg.method)
 
 def plan(a: AblationConfig) -> list[dict]:
-    "Every run of the sweep: dicts with `exp`, `variant`, `x`, `seed` and `cfg` (a `DMTConfig`) or `baseline` (a name)."
+    """Every run of the sweep: dicts with `exp`, `variant`, `x`, `seed` and `cfg` (a `DMTConfig`) or `baseline` (a name).
+    The ratio sweep's `x` is the labeled share of the training split, whether the ratio was given as a count or not."""
     rows = []
     add = lambda exp, variant, x, seed, **kw: rows.append(dict(exp=exp, variant=variant, x=x, seed=seed, **kw))
     for seed in range(a.seeds):
         for r in a.ratios:
             c = a.base(seed, labeled=r)
-            add('ratios', 'DMT', r, seed, cfg=c)
-            add('ratios', 'single mean teacher', r, seed, cfg=c.single_teacher())
+            add('ratios', 'DMT', a.share(r), seed, cfg=c)
+            add('ratios', 'single mean teacher', a.share(r), seed, cfg=c.single_teacher())
+    for seed in range(a.n_study_seeds()):
         c = a.base(seed)
         for name in a.components:
             kw = COMPONENTS[name]
@@ -115,20 +132,20 @@ def plan(a: AblationConfig) -> list[dict]:
             label = {'ezvsl': 'EZ-VSL', 'slavc': 'SLAVC'}[method]
             for p in pairs: add('backbones', f'{label} w/ DMT {p[0]}+{p[1]}', None, seed,
                                 cfg=replace(pair_config(c, p, method), eval_net='teachers'))
-        top = max(a.multiples)
+        top = max(a.multiples, default=1)
         for m in a.multiples:
             add('unlabeled', 'DMT', m, seed, cfg=replace(c, unlabeled=None if m == top else m / top,
                                                           stage2_epochs=max(1, round(c.stage2_epochs * top / m))))
-        for name in ('EZ-VSL', 'SLAVC'): add('baselines', name, None, seed, baseline=name)
+        for name in a.baselines: add('baselines', name, None, seed, baseline=name)
     return rows
 
 def baseline_configs(a: AblationConfig, name: str, seed: int) -> tuple:
-    "`(ModelConfig, TrainConfig)` of a self-supervised baseline with the same encoders and batch as the DMT runs."
-    c = a.base(seed)
-    mcfg = replace(_model_cfgs(replace(c, method={'EZ-VSL': 'ezvsl', 'SLAVC': 'slavc'}[name]))[0], box_weight=0.0)
-    tcfg = TrainConfig.preset(a.base_preset, seed=seed, epochs=a.baseline_epochs, batch_size=c.batch_size,
-                              num_workers=c.num_workers, eval_batch_size=c.eval_batch_size)
-    return mcfg, tcfg
+    """`(ModelConfig, TrainConfig)` of a baseline of `train.BASELINES`: the training chapter's calibrated recipe on DMT's
+    encoders, exactly as `train.baseline_grid` (and so `dmt.compare`) trains it, so the runs are shared."""
+    from avsl_nbdev.train import BASELINES, baseline_model
+    from avsl_nbdev.dmt import encoder_fields
+    return (baseline_model(name, a.base_preset, **encoder_fields(a.base(seed))),
+            TrainConfig.preset(a.base_preset, seed=seed, **BASELINES[name][1]))
 
 # %% ../nbs/10_ablations.ipynb #ce6a12cd
 _BENCH = {}
@@ -228,7 +245,7 @@ def sweep(a: AblationConfig, jobs: int = 1, log=print) -> tuple[list[dict], dict
 # %% ../nbs/10_ablations.ipynb #eba3d3ac
 METRICS = ('auc', 'ciou50', 'mean_ciou', 'mse', 'fpr95')
 CURVE_COLS = {'train_pl_accepted': 'accepted', 'train_pl_accept_rate': 'accept_rate', 'train_pl_precision': 'precision',
-              'train_pl_iou': 'iou', 'val_auc': 'val_auc'}
+              'train_pl_iou': 'iou', 'train_pl_teacher_iou': 'teacher_iou', 'val_auc': 'val_auc'}
 
 def results_frame(rows: list[dict]) -> 'pd.DataFrame':
     "One row per run and seed: experiment, variant, x, seed and the test metrics of the validation-selected model."
@@ -246,20 +263,20 @@ def results_frame(rows: list[dict]) -> 'pd.DataFrame':
     return pd.DataFrame(out)
 
 def curves_frame(rows: list[dict], exps=('components', 'ratios')) -> 'pd.DataFrame':
-    "Per stage-2 epoch: pseudo-label statistics (accepted, accept rate, precision, IoU) and validation AUC."
+    "Per stage-2 epoch: pseudo-label statistics (accepted, accept rate, precision, IoU, the teachers' mask IoU) and validation AUC."
     import pandas as pd
     out = []
     for r in rows:
         if r['exp'] not in exps or 'baseline' in r: continue
         for h in r['result']['history']['stage2']:
             out.append(dict(exp=r['exp'], variant=r['variant'], x=r['x'], seed=r['seed'], epoch=h['epoch'],
-                            **{v: h[k] for k, v in CURVE_COLS.items()}))
+                            **{v: h.get(k, float('nan')) for k, v in CURVE_COLS.items()}))
     return pd.DataFrame(out)
 
 def summary(df: 'pd.DataFrame', exp: str, cols=METRICS) -> 'pd.DataFrame':
     "Mean ± std over seeds of `cols` for one experiment, one row per (variant, x)."
     d = df[df.exp == exp].copy()
-    d['model'] = d.variant + d.x.map(lambda x: '' if x is None or x != x else f' @ {x}')
+    d['model'] = d.variant + d.x.map(lambda x: '' if x is None or x != x else f' @ {x:.3g}')
     return mean_std_table(d, cols)
 
 # %% ../nbs/10_ablations.ipynb #f0f69662
@@ -293,22 +310,23 @@ def curve_panel(ax, curves, stat: str, hue_order=None, legend: bool = False):
                  legend=legend)
 
 # %% ../nbs/10_ablations.ipynb #a6f89a1c
-def fig_ratios(df, trivial: dict, metric: str = 'auc', n_train: int | None = None):
+def fig_ratios(df, trivial: dict, metric: str = 'ciou50', n_train: int | None = None):
     "Labeled-ratio sweep (the paper's Table 6 analogue): `metric` against the ratio (and count), baselines as bands."
     fig, ax = plt_subplots(1, 1, (6.5, 4))
     d = df[df.exp == 'ratios']
     line_panel(ax, d, metric, ['DMT', 'single mean teacher', 'supervised-only (stage 1)'], logx=True,
                xlabel='labeled ratio of the training split, log scale (labeled frames)')
-    for (name, g), color in zip(df[df.exp == 'baselines'].groupby('variant'), ('tab:purple', 'tab:brown')):
+    for (name, g), color in zip(df[df.exp == 'baselines'].groupby('variant'), ('tab:olive', 'tab:purple', 'tab:brown')):
         m, s = g[metric].mean(), g[metric].std(ddof=0)
-        ax.axhspan(m - s, m + s, color=color, alpha=0.15); ax.axhline(m, color=color, lw=1, label=f'{name} (no labels)')
+        label = f'{name}' if name.startswith('oracle') else f'{name} (no labels)'
+        ax.axhspan(m - s, m + s, color=color, alpha=0.15); ax.axhline(m, color=color, lw=1, label=label)
     trivial_lines(ax, trivial, metric)
     xs = sorted(d.x.astype(float).unique())
     ax.set_xticks(xs, [f'{x:.1%}' + (f'\n({max(1, round(x * n_train))})' if n_train else '') for x in xs]); ax.minorticks_off()
     ax.set_ylabel(f'test {metric}'); ax.legend(fontsize=7, loc='best')
     fig.tight_layout(); return fig
 
-def fig_components(df, curves, trivial: dict, metric: str = 'auc'):
+def fig_components(df, curves, trivial: dict, metric: str = 'ciou50'):
     "Component study: test `metric` per variant (left), and the confirmation-bias curves of stage 2 (right)."
     order = [v for v in COMPONENTS if v in set(df[df.exp == 'components'].variant)]
     fig, axes = plt_subplots(1, 5, (20, 3.8), width_ratios=(1.6, 1, 1, 1, 1))
@@ -316,9 +334,9 @@ def fig_components(df, curves, trivial: dict, metric: str = 'auc'):
     trivial_lines(axes[0], trivial, metric, vertical=True)
     axes[0].set_xlabel(f'test {metric}'); axes[0].legend(fontsize=6, loc='lower right')
     c = curves[curves.exp == 'components']
-    for ax, stat, title in zip(axes[1:], ('accept_rate', 'precision', 'iou', 'val_auc'),
+    for ax, stat, title in zip(axes[1:], ('accept_rate', 'precision', 'teacher_iou', 'val_auc'),
                                ('share of unlabeled frames accepted', 'precision of accepted pseudo-labels',
-                                'IoU of accepted pseudo-labels', 'validation AUC (evaluated network)')):
+                                "IoU of the two teachers' masks (1: one teacher)", 'validation AUC (evaluated network)')):
         curve_panel(ax, c, stat, order, legend=stat == 'val_auc'); ax.set_title(title, fontsize=9); ax.set_ylabel('')
     axes[-1].legend(fontsize=6, loc='best')
     fig.tight_layout(); return fig
@@ -331,7 +349,7 @@ def fig_bars(df, exp: str, metrics=('auc', 'ciou50', 'mse'), order=None):
         bar_panel(ax, d, m, order); ax.set_xlabel(f'test {m}' + (' (lower is better)' if m == 'mse' else ''))
     fig.tight_layout(); return fig
 
-def fig_unlabeled(df, trivial: dict, metric: str = 'auc'):
+def fig_unlabeled(df, trivial: dict, metric: str = 'ciou50'):
     "Amount of unlabeled data: `metric` against the multiple, D_l fixed."
     fig, ax = plt_subplots(1, 1, (5, 3.5))
     line_panel(ax, df[df.exp == 'unlabeled'], metric, xlabel='unlabeled data (multiple of the smallest amount)')
@@ -354,10 +372,10 @@ def pick_examples(ds, n: int = 2) -> dict:
             'silent': [i for i, k in enumerate(kinds) if k == 1][:n]}
 
 def qualitative_models(a: AblationConfig, rows: list[dict]) -> dict:
-    "Seed-0 models of the figure: EZ-VSL, SLAVC, supervised-only (stage-1 teacher A), DMT at the default ratio."
+    "Seed-0 models of the figure: EZ-VSL, SLAVC (when swept), supervised-only (stage-1 teacher A), DMT at the component ratio."
     from avsl_nbdev.dmt import train as dmt_train
     pick = lambda **kw: next(r for r in rows if all(r[k] == v for k, v in kw.items()))
-    out = {n: load_run_model(pick(exp='baselines', variant=n, seed=0)['result']) for n in ('EZ-VSL', 'SLAVC')}
+    out = {n: load_run_model(pick(exp='baselines', variant=n, seed=0)['result']) for n in ('EZ-VSL', 'SLAVC') if n in a.baselines}
     res = dmt_train(a.base(0), _bench(a.synth_config()), log=lambda *x, **k: None)   # cached: loads checkpoints
     out['supervised-only'], out['DMT'] = res['teachers'][0].cpu(), res['model'].cpu()     # show_maps runs on the CPU
     return out
@@ -419,8 +437,9 @@ def run_ablations(a: AblationConfig | str | None = None, out_dir=None, jobs: int
                       out / f'ablations_{p}.json')
     bb, order = backbone_frame(df)
     figs = {'ratios': fig_ratios(df, trivial, n_train=a.synth_config().n_train), 'components': fig_components(df, curves, trivial),
-            'backbones': fig_bars(bb, 'backbones', order=order),
-            'unlabeled': fig_unlabeled(df, trivial), 'qualitative': fig_qualitative(a, rows)}
+            'qualitative': fig_qualitative(a, rows)}
+    if a.pairs or a.slavc_pairs: figs['backbones'] = fig_bars(bb, 'backbones', order=order)   # experiments the sweep has
+    if a.multiples: figs['unlabeled'] = fig_unlabeled(df, trivial)
     paths = {}
     for k, f in figs.items():
         paths[k] = out / f'ablation_{k}_{p}.png'
@@ -431,7 +450,7 @@ def run_ablations(a: AblationConfig | str | None = None, out_dir=None, jobs: int
 def backbone_frame(df) -> tuple:
     "The backbone experiment with the self-supervised baselines as its 'w/o DMT' rows, and the rows' order."
     import pandas as pd
-    base = df[df.exp == 'baselines'].assign(exp='backbones', variant=lambda d: d.variant + ' w/o DMT')
+    base = df[(df.exp == 'baselines') & df.variant.isin(['EZ-VSL', 'SLAVC'])].assign(exp='backbones', variant=lambda d: d.variant + ' w/o DMT')
     d = pd.concat([base, df[df.exp == 'backbones']], ignore_index=True)
     names = d.variant.unique().tolist()
     return d, [v for m in ('EZ-VSL', 'SLAVC') for v in names if v.startswith(m + ' ')]

@@ -12,14 +12,19 @@ from avsl_nbdev.ablations import (output_tag, AblationConfig, COMPONENTS, plan, 
                                   run_ablations, main, METRICS)
 
 
-def test_plan_cpu_grid():
-    a = AblationConfig.preset('cpu')
+GRID = dict(study_seeds=None, ratios=(0.005, 0.01, 0.02, 0.05, 0.1), ratio=0.05, pairs=('RV', 'RS', 'VS'),
+            slavc_pairs=('VS',), multiples=(1, 2, 4), components=tuple(COMPONENTS),
+            baselines=('EZ-VSL', 'SLAVC', 'oracle (boxes, all train)'))   # the full grid (the gpu preset's shape), cpu testbed
+
+
+def test_plan_full_grid():
+    a = AblationConfig.preset('cpu', **GRID)
     rows = plan(a)
     per = pd.DataFrame([{k: r[k] for k in ('exp', 'variant', 'x', 'seed')} for r in rows])
     # every point of every experiment has all three seeds
     assert (per.groupby(['exp', 'variant', 'x'], dropna=False).seed.nunique() == 3).all()
     counts = per[per.seed == 0].exp.value_counts().to_dict()
-    assert counts == {'ratios': 10, 'components': len(COMPONENTS), 'backbones': 4, 'unlabeled': 3, 'baselines': 2}
+    assert counts == {'ratios': 10, 'components': len(COMPONENTS), 'backbones': 4, 'unlabeled': 3, 'baselines': 3}
     # D_l follows the ratio; the single mean teacher has one teacher and no filter
     r = [x for x in rows if x['exp'] == 'ratios' and x['seed'] == 1]
     assert [x['cfg'].labeled for x in r if x['variant'] == 'DMT'] == list(a.ratios)
@@ -29,13 +34,30 @@ def test_plan_cpu_grid():
     assert comp["no IPL: teacher A's mask"].combine == 'a' and comp['no EMA: teacher = student'].teacher_update == 'copy'
     assert comp['no EMA: frozen teachers'].teacher_update == 'frozen' and comp['full DMT'] == a.base(0)
     unl = [(x['cfg'].unlabeled, x['cfg'].stage2_epochs) for x in rows if x['exp'] == 'unlabeled' and x['seed'] == 0]
-    assert unl == [(0.25, 12), (0.5, 6), (None, 3)]       # 1x, 2x, 4x = all of the pool; the same number of steps
+    assert unl == [(0.25, 48), (0.5, 24), (None, 12)]     # 1x, 2x, 4x = all of the pool; the same number of steps
     # backbone pairs are scored on both teachers' mean map, not on teacher A (whose backbone differs between pairs)
     assert {x['cfg'].eval_net for x in rows if x['exp'] == 'backbones'} == {'teachers'}
     # shared runs are one config: full DMT = 4x unlabeled = the default ratio's DMT
     full = dmt_key(comp['full DMT'])
     same = [x for x in rows if x['seed'] == 0 and 'cfg' in x and dmt_key(x['cfg']) == full]
     assert {x['exp'] for x in same} == {'components', 'unlabeled', 'ratios'}
+
+
+def test_plan_cpu_preset_reuses_chapter_9():
+    a = AblationConfig.preset('cpu')
+    rows = plan(a)
+    per = pd.DataFrame([{k: r[k] for k in ('exp', 'variant', 'x', 'seed')} for r in rows])
+    n = per.groupby(['exp', 'variant', 'x'], dropna=False).seed.nunique()
+    assert (n.loc['ratios'] == 3).all() and (n.drop('ratios') == 1).all()      # three seeds for the ratio sweep only
+    assert set(per.exp) == {'ratios', 'components', 'baselines'}
+    # the ratio sweep's runs are chapter 9's: D_l = 256 is the DMT preset itself, 1 % is compare(labeled=0.01)'s
+    dmt = {x['x']: x['cfg'] for x in rows if x['exp'] == 'ratios' and x['variant'] == 'DMT' and x['seed'] == 2}
+    assert dmt == {256 / 3000: DMTConfig.preset('cpu', seed=2), 0.01: DMTConfig.preset('cpu', labeled=0.01, seed=2)}
+    comp = {x['variant']: x['cfg'] for x in rows if x['exp'] == 'components'}
+    assert comp['full DMT'] == DMTConfig.preset('cpu', labeled=0.01, seed=0)
+    assert comp['one teacher (single mean teacher)'] == comp['full DMT'].single_teacher()
+    assert set(comp) == {'full DMT', 'no noise filter', 'no IPL: union', 'no EMA: frozen teachers', 'one teacher (single mean teacher)'}
+    assert [x['baseline'] for x in rows if x['exp'] == 'baselines'] == ['EZ-VSL', 'oracle (boxes, all train)']
 
 
 def test_pairs_and_config_errors():
@@ -48,8 +70,11 @@ def test_pairs_and_config_errors():
     with pytest.raises(SystemExit): main(['--preset', 'tiny', '--jobs', '0'])                # one line, exit 2 (issue 17)
     with pytest.raises(ConfigError, match='preset'): AblationConfig.preset('huge')
     # dict overrides add to the preset's schedule instead of replacing it
-    a = AblationConfig.preset('cpu', dmt=dict(tau=0.6))
-    assert a.dmt['tau'] == 0.6 and a.dmt['stage2_epochs'] == 3
+    a = AblationConfig.preset('tiny', dmt=dict(tau=0.6))
+    assert a.dmt == dict(stage2_epochs=2, tau=0.6)
+    for bad, field in [(dict(ratios=(0.01, 0)), 'ratios'), (dict(ratio=1.5), 'ratio'), (dict(baselines=('LVS',)), 'baselines'),
+                       (dict(study_seeds=0), 'study_seeds')]:
+        with pytest.raises(ConfigError, match=field): AblationConfig(**bad)
 
 
 def test_unlabeled_subsets_nested():
@@ -132,3 +157,10 @@ def test_tiny_sweep_parallel_then_cached(tmp_path, monkeypatch):
     again = run_ablations(a, tmp_path / 'fig2', jobs=1, log=lambda *x, **k: None)      # resumed: nothing retrained
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / 'runs').rglob('*.pt')} == ckpts
     pd.testing.assert_frame_equal(again['df'], df)
+    # the sweep's baselines are the training chapter's runs: train.baseline_grid (dmt.compare's) finds them in the cache
+    from avsl_nbdev.train import baseline_grid
+    from avsl_nbdev.dmt import encoder_fields
+    res = baseline_grid('tiny', seeds=(0,), names=['EZ-VSL', 'oracle (boxes, all train)'], log=lambda *x, **k: None,
+                        model=encoder_fields(a.base(0)))
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / 'runs').rglob('*.pt')} == ckpts
+    assert [r['test']['auc'] for r in res] == df.set_index('variant').loc[['EZ-VSL', 'oracle (boxes, all train)'], 'auc'].tolist()
