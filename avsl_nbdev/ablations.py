@@ -142,10 +142,9 @@ def plan(a: AblationConfig) -> list[dict]:
 def baseline_configs(a: AblationConfig, name: str, seed: int) -> tuple:
     """`(ModelConfig, TrainConfig)` of a baseline of `train.BASELINES`: the training chapter's calibrated recipe on DMT's
     encoders, exactly as `train.baseline_grid` (and so `dmt.compare`) trains it, so the runs are shared."""
-    from avsl_nbdev.train import BASELINES, baseline_model
+    from avsl_nbdev.train import baseline_configs as configs
     from avsl_nbdev.dmt import encoder_fields
-    return (baseline_model(name, a.base_preset, **encoder_fields(a.base(seed))),
-            TrainConfig.preset(a.base_preset, seed=seed, **BASELINES[name][1]))
+    return configs(name, a.base_preset, seed, encoder_fields(a.base(seed)))
 
 # %% ../nbs/10_ablations.ipynb #ce6a12cd
 _BENCH = {}

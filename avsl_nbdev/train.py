@@ -21,8 +21,8 @@ from .contrastive import ModelConfig, build_model
 __all__ = ['BASELINES', 'CALIBRATION_SIZES', 'CALIBRATION_STRIDES', 'CALIBRATION_MODELS', 'CALIBRATION_EPOCHS', 'TrainConfig',
            'resolve_device', 'labeled_mask', 'to_device', 'autocast', 'epoch_seed', 'make_loader', 'shard_order',
            'localize', 'evaluate', 'lr_factor', 'load_checkpoint', 'check_finite', 'fit', 'runs_dir', 'run_dir', 'run',
-           'load_run_model', 'with_pretrained_visual', 'baseline_model', 'baseline_grid', 'calibration_runs',
-           'calibration_grid', 'results_table', 'baselines_file', 'mean_std_table', 'show_maps']
+           'load_run_model', 'with_pretrained_visual', 'baseline_model', 'baseline_configs', 'baseline_grid',
+           'calibration_runs', 'calibration_grid', 'results_table', 'baselines_file', 'mean_std_table', 'show_maps']
 
 # %% ../nbs/04b_train.ipynb #d459eb47
 @dataclass
@@ -331,6 +331,11 @@ def baseline_model(name: str, preset: str | None = None, **model) -> ModelConfig
     mcfg = dataclasses.replace(BASELINES[name][0], **model)
     return mcfg if 'scratch' in name else with_pretrained_visual(mcfg, preset)
 
+def baseline_configs(name: str, preset: str | None = None, seed: int = 0, model: dict | None = None, **train) -> tuple:
+    "`(ModelConfig, TrainConfig)` of baseline `name` for one seed, as `baseline_grid` trains it (the ablations share these runs)."
+    return (baseline_model(name, preset, **(model or {})),
+            TrainConfig.preset(preset, seed=seed, **{**BASELINES[name][1], **train}))
+
 def baseline_grid(preset: str | None = None, seeds=(0, 1, 2), names=None, log=print, model: dict | None = None,
                   synth: dict | None = None, **train) -> list[dict]:
     """Train (or load) the models of `BASELINES` (all, or `names`) for each seed; returns the run results. `train`:
@@ -340,10 +345,8 @@ def baseline_grid(preset: str | None = None, seeds=(0, 1, 2), names=None, log=pr
     synth, out = SynthConfig.preset(preset, **(synth or {})), []
     for seed in seeds:
         for name in names or BASELINES:
-            extra = BASELINES[name][1]
             log(f"== {name}, seed {seed}")
-            out.append(run(name, baseline_model(name, preset, **(model or {})),
-                           TrainConfig.preset(preset, seed=seed, **{**extra, **train}), synth, log=log))
+            out.append(run(name, *baseline_configs(name, preset, seed, model, **train), synth, log=log))
     return out
 
 CALIBRATION_SIZES = {'VGG-SS sizes': dict(size_dist='vggss'),
