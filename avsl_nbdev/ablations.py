@@ -17,7 +17,7 @@ from .train import TrainConfig, run as train_run, run_dir, load_run_model, mean_
 from .dmt import DMTConfig, run_dmt, teacher_runs, stage1, dmt_key, data_key, CODE_VERSION, _model_cfgs
 
 # %% auto #0
-__all__ = ['COMPONENTS', 'AUDIO', 'METRICS', 'CURVE_COLS', 'TRIVIAL_STYLE', 'AblationConfig', 'pair_config', 'plan',
+__all__ = ['COMPONENTS', 'AUDIO', 'METRICS', 'CURVE_COLS', 'TRIVIAL_STYLE', 'component', 'AblationConfig', 'pair_config', 'plan',
            'baseline_configs', 'sweep', 'results_frame', 'curves_frame', 'summary', 'trivial_lines', 'line_panel',
            'bar_panel', 'curve_panel', 'fig_ratios', 'fig_components', 'fig_bars', 'fig_unlabeled', 'plt_subplots',
            'pick_examples', 'qualitative_models', 'fig_qualitative', 'default_jobs', 'output_tag', 'run_ablations',
@@ -33,6 +33,11 @@ COMPONENTS = {                                     # the component study: name -
     'no EMA: teacher = student': dict(teacher_update='copy'),
     'one teacher (single mean teacher)': 'single',
 }
+
+def component(cfg: DMTConfig, name: str) -> DMTConfig:
+    "`cfg` changed as the component variant `name` (a key of `COMPONENTS`) says."
+    kw = COMPONENTS[name]
+    return cfg.single_teacher() if kw == 'single' else replace(cfg, **kw)
 
 @dataclass
 class AblationConfig:
@@ -125,9 +130,7 @@ def plan(a: AblationConfig) -> list[dict]:
             add('ratios', 'single mean teacher', a.share(r), seed, cfg=c.single_teacher())
     for seed in range(a.n_study_seeds()):
         c = a.base(seed)
-        for name in a.components:
-            kw = COMPONENTS[name]
-            add('components', name, None, seed, cfg=c.single_teacher() if kw == 'single' else replace(c, **kw))
+        for name in a.components: add('components', name, None, seed, cfg=component(c, name))
         for method, pairs in (('ezvsl', a.pairs), ('slavc', a.slavc_pairs)):
             label = {'ezvsl': 'EZ-VSL', 'slavc': 'SLAVC'}[method]
             for p in pairs: add('backbones', f'{label} w/ DMT {p[0]}+{p[1]}', None, seed,

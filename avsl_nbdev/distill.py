@@ -19,8 +19,8 @@ from .data import (SOUNDING, CATEGORY_NAMES, STYLES, SynthConfig, AudioConfig, L
                              render_clip, pink_noise, sprite_at, _background, IMAGENET_MEAN, IMAGENET_STD, load_benchmark)
 from .encoders import AudioVGGish, SmallCNN, ResNet18Trunk, ObjectPretrainConfig, pretrained_cnn, conv_bn
 from .contrastive import ModelConfig, build_model
-from .train import (TrainConfig, fit, evaluate, resolve_device, run, run_dir, BASELINES, with_pretrained_visual,
-                              baseline_grid)
+from .train import (TrainConfig, fit, evaluate, resolve_device, run, run_dir,
+                             baseline_configs, baseline_grid)
 
 # %% auto #0
 __all__ = ['N_AUDIO_CLASSES', 'VARIANTS', 'audio_hint_loss', 'standardize_maps', 'resize_maps', 'student_objectness',
@@ -429,10 +429,10 @@ def distill_grid(preset: str | None = None, seeds=(0, 1, 2), names=None, log=pri
     """Train (or load) the hinted variants (`VARIANTS`, all or `names`) per seed, with chapter 4's EZ-VSL configs exactly.
     `only_finished=True` trains nothing: it returns the finished runs among them (e.g. while a background job trains the rest)."""
     synth, out = SynthConfig.preset(preset), []
-    mcfg = with_pretrained_visual(BASELINES['EZ-VSL'][0], preset)          # as baseline_grid builds it
     for seed in seeds:
+        mcfg, tcfg = baseline_configs('EZ-VSL', preset, seed)                 # exactly baseline_grid's EZ-VSL run
         for name in names or VARIANTS:
-            args = (name, mcfg, TrainConfig.preset(preset, seed=seed), synth, DistillConfig.preset(preset, **VARIANTS[name]))
+            args = (name, mcfg, tcfg, synth, DistillConfig.preset(preset, **VARIANTS[name]))
             if only_finished:
                 cfgs = {'synth': asdict(args[3]), 'model': asdict(mcfg), 'train': asdict(args[2]), 'distill': asdict(args[4])}
                 if not (run_dir(name, cfgs) / 'result.json').exists(): log(f"not finished: {name}, seed {seed}"); continue
