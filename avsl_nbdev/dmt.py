@@ -17,7 +17,7 @@ from .core import (PRESETS, ConfigError, check_config, preset_config, seed_every
 from .data import AVSLDataset, SynthConfig, load_benchmark, split_dataset, labeled_subset
 from .metrics import minmax, upsample
 from .contrastive import ModelConfig, METHODS
-from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, mean_std_table
+from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, mean_std_table, load_checkpoint
 from .teachers import teacher_configs, train_teacher, mask_iou
 from .filtering import pseudo_masks, label_quality, confidence_threshold
 from .ipl import combine_masks, COMBINE
@@ -26,9 +26,10 @@ from .encoders import VISUAL_NAMES, AUDIO_FAMILIES, AUDIO_LETTERS, audio_names
 
 # %% auto #0
 __all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'PL_STATS', 'CONF_RING', 'RESUMABLE', 'SCORE_COLS', 'HELDOUT', 'DMTConfig',
-           'data_key', 'dmt_labeled_mask', 'dmt_key', 'teacher_runs', 'stage1', 'DualMeanTeacher', 'RunFolderError',
-           'check_out_dir', 'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt', 'committed_baselines',
-           'encoder_fields', 'compare', 'heldout', 'comparison_file', 'demo', 'cli_errors', 'main']
+           'data_key', 'dmt_labeled_mask', 'dmt_key', 'warm_start_runs', 'teacher_runs', 'stage1', 'DualMeanTeacher',
+           'RunFolderError', 'check_out_dir', 'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt',
+           'committed_baselines', 'encoder_fields', 'compare', 'heldout', 'comparison_file', 'demo', 'cli_errors',
+           'main']
 
 # %% ../nbs/09_dmt.ipynb #9961caca
 EVAL_NETS = ('teacher_a', 'teacher_b', 'student_a', 'student_b', 'teachers')
@@ -40,6 +41,7 @@ class DMTConfig:
     visual: str = 'cnn'                   # visual trunk (encoders.build_visual)
     object_pretrain: str | None = 'cpu'   # cnn: start from the object-pretrained CNN of this ObjectPretrainConfig preset (None: scratch)
     visual_weights: str | None = None     # resnet18: local ImageNet state dict
+    warm_start: str | None = None         # teachers start from the base method trained self-supervised (TrainConfig preset name; None: from the encoders)
     audio_a: str = 'vggish-small'         # teacher/student A's audio backbone
     audio_b: str = 'soundnet-small'       # teacher/student B's audio backbone (must differ from A's)
     dim: int = 128
@@ -86,6 +88,7 @@ class DMTConfig:
             'visual': (lambda v: v in VISUAL_NAMES, f'one of {VISUAL_NAMES}'),
             'object_pretrain': (lambda v: v is None or v in PRESETS, f'None or a preset name {PRESETS}'),
             'visual_weights': (lambda v: v is None or Path(v).is_file(), 'None or an existing state-dict file'),
+            'warm_start': (lambda v: v is None or v in PRESETS, f'None or a preset name {PRESETS}'),
             'audio_a': (audio, f'one of {audio_names()} (or R/V/S, -small)'),
             'audio_b': (lambda v: audio(v) and (self.teachers == 1 or v != self.audio_a),
                         f'one of {audio_names()} (or R/V/S, -small), different from audio_a (the teachers must differ)'),
@@ -177,26 +180,55 @@ def dmt_key(cfg: DMTConfig) -> dict:
     "The config as it enters run keys: fields added after `CODE_VERSION` 2 count only when set, so older cached runs stay valid."
     return {k: v for k, v in asdict(cfg).items() if not (k in LATE_FIELDS and v == LATE_FIELDS[k])}
 
-LATE_FIELDS = {'unlabeled': None}     # field -> the default that reproduces the runs made before the field existed
+LATE_FIELDS = {'unlabeled': None, 'warm_start': None}     # field -> the default that reproduces the runs made before the field existed
 
-def teacher_runs(cfg: DMTConfig, bench, out_dir=None) -> list[tuple]:
-    "`(letter, ModelConfig, TrainConfig, folder)` of each stage-1 teacher; the folder is a hash of all it depends on."
+def warm_start_runs(cfg: DMTConfig, synth) -> list[tuple]:
+    """`(name, ModelConfig, TrainConfig)` of the self-supervised run each teacher starts from when `cfg.warm_start` is
+    set: the base method (EZ-VSL or SLAVC) on that teacher's encoders, seed `cfg.seed`, `TrainConfig.preset(cfg.warm_start)`,
+    trained by `train.run` on the benchmark `synth`. With teacher A's encoders this is exactly the self-supervised
+    baseline that `compare` and the training chapter report, so the warm start reuses that cached run."""
+    from avsl_nbdev.train import baseline_configs
+    if synth is None:
+        raise ConfigError(f"DMTConfig.warm_start = {cfg.warm_start!r} trains the self-supervised runs by the benchmark's "
+                          f"SynthConfig: pass the data to dmt.train as a SynthConfig, not a loaded dataset")
+    name = {'ezvsl': 'EZ-VSL', 'slavc': 'SLAVC'}[cfg.method]
+    return [(name, *baseline_configs(name, cfg.warm_start, cfg.seed, model={f: getattr(m, f) for f in ('visual', 'visual_weights', 'audio', 'dim')}))
+            for m in _model_cfgs(cfg)]
+
+def teacher_runs(cfg: DMTConfig, bench, out_dir=None, synth=None) -> list[tuple]:
+    """`(letter, ModelConfig, TrainConfig, folder)` of each stage-1 teacher; the folder is a hash of all it depends on
+    (with `cfg.warm_start`, the self-supervised run it starts from: `synth` is then the benchmark's `SynthConfig`)."""
     out = []
-    for k, mcfg in zip('ab', _model_cfgs(cfg)):
+    warm = warm_start_runs(cfg, synth) if cfg.warm_start else [None] * cfg.teachers
+    for k, mcfg, w in zip('ab', _model_cfgs(cfg), warm):
         tcfg = _train_cfg(cfg, cfg.stage1_epochs, cfg.seed + (1000 if k == 'b' else 0))
         key = {'model': asdict(mcfg), 'train': asdict(tcfg), 'labeled': [cfg.labeled, cfg.labeled_seed],
                'samples': cfg.stage1_samples, 'data': data_key(bench), 'code': CODE_VERSION}
+        if w: key['warm_start'] = _warm_dir(w, synth).name
         out.append((k, mcfg, tcfg, Path(out_dir) / f'teacher_{k}' if out_dir else run_dir(f'teacher-{k}', key)))
     return out
 
-def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True, which: str = 'ab'):
-    "Train (or load) the stage-1 teachers (`which`: both, or only 'a' / 'b'); returns `(teachers, histories)`."
+def _warm_dir(w: tuple, synth) -> Path:
+    name, m, t = w
+    return run_dir(name, {'synth': asdict(synth), 'model': asdict(m), 'train': asdict(t)})
+
+def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True, which: str = 'ab', synth=None):
+    """Train (or load) the stage-1 teachers (`which`: both, or only 'a' / 'b'); returns `(teachers, histories)`. With
+    `cfg.warm_start`, `synth` (the benchmark's `SynthConfig`) names the self-supervised runs the teachers start from
+    (`warm_start_runs`; trained first when not cached)."""
+    from avsl_nbdev.train import run
     is_lab = dmt_labeled_mask(cfg, bench)
+    warm = warm_start_runs(cfg, synth) if cfg.warm_start else [None] * cfg.teachers
     teachers, hists = [], []
-    for k, mcfg, tcfg, out in teacher_runs(cfg, bench, out_dir):
+    for (k, mcfg, tcfg, out), w in zip(teacher_runs(cfg, bench, out_dir, synth), warm):
         if k not in which: continue
+        init = None
+        if w:
+            log(f"== warm start of teacher {k.upper()}: {w[0]} ({mcfg.audio}), self-supervised -> {_warm_dir(w, synth)}")
+            run(*w, synth, log=log)
+            init = load_checkpoint(_warm_dir(w, synth) / 'best.pt')['model']
         log(f"== stage 1, teacher {k.upper()} ({mcfg.audio}), {int(is_lab.sum())} labeled frames -> {out}")
-        m, h = train_teacher(mcfg, tcfg, bench, is_lab, cfg.stage1_samples, out, log, resume)
+        m, h = train_teacher(mcfg, tcfg, bench, is_lab, cfg.stage1_samples, out, log, resume, init=init)
         teachers.append(m.eval()); hists.append(h)
     return teachers, hists
 
@@ -434,7 +466,8 @@ def train(cfg: DMTConfig | None = None, data=None, out_dir=None, resume: bool = 
     """Train Dual Mean-Teacher: stage 1 (teachers on D_l), then stage 2 (students + EMA teachers on D_l and D_u).
 
     `cfg`: a `DMTConfig` (default: the current preset's). `data`: a loaded benchmark (`DatasetDict` with train/val
-    splits, e.g. `data.load_benchmark(...)`) or a `SynthConfig` (default: the current preset's). `out_dir`: where
+    splits, e.g. `data.load_benchmark(...)`) or a `SynthConfig` (default: the current preset's; required by
+    `cfg.warm_start`, whose self-supervised runs are keyed by it). `out_dir`: where
     checkpoints and histories go (default: run folders named by config hashes under `train.runs_dir()`, shared
     between runs with the same stage 1); `resume` continues an interrupted run from its last checkpoint.
 
@@ -446,16 +479,18 @@ def train(cfg: DMTConfig | None = None, data=None, out_dir=None, resume: bool = 
     >>> res['model'].maps(batch)                                           # [B, h, w] localization maps
     """
     cfg = cfg or DMTConfig.preset()
-    bench = data if data is not None and not isinstance(data, SynthConfig) else load_benchmark(data or SynthConfig.preset())
+    synth = data if isinstance(data, SynthConfig) else (SynthConfig.preset() if data is None else None)
+    bench = load_benchmark(synth) if synth is not None else data
     validate_run(cfg, bench)                                  # before anything is written
-    if not out_dir or dist_rank(): return _train(cfg, bench, out_dir, resume, log)
-    with out_dir_lock(out_dir): return _train(cfg, bench, out_dir, resume, log)
+    if cfg.warm_start: warm_start_runs(cfg, synth)            # refused unless the data came as a SynthConfig
+    if not out_dir or dist_rank(): return _train(cfg, bench, out_dir, resume, log, synth)
+    with out_dir_lock(out_dir): return _train(cfg, bench, out_dir, resume, log, synth)
 
-def _train(cfg: DMTConfig, bench, out_dir, resume: bool, log) -> dict:
+def _train(cfg: DMTConfig, bench, out_dir, resume: bool, log, synth=None) -> dict:
     if dist_rank(): log = lambda *a, **k: None               # under torchrun, rank 0 reports
     t0 = time.perf_counter()
     if out_dir: check_out_dir(cfg, out_dir, resume, bench)
-    teachers, t_hist = stage1(cfg, bench, out_dir, log, resume)
+    teachers, t_hist = stage1(cfg, bench, out_dir, log, resume, synth=synth)
     is_lab = dmt_labeled_mask(cfg, bench)
     key = {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION}
     out = Path(out_dir) / 'stage2' if out_dir else run_dir('dmt-stage2', key)
@@ -480,7 +515,7 @@ def run_dmt(cfg: DMTConfig, synth: SynthConfig | None = None, rerun: bool = Fals
     bench = load_benchmark(synth)
     out = run_dir('dmt-stage2', {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION})
     if (out / 'result.json').exists() and not rerun: return json.loads((out / 'result.json').read_text())
-    r = train(cfg, bench, log=log)
+    r = train(cfg, synth, log=log)
     device = resolve_device(cfg.device)
     test, val = split_dataset(bench['test']), split_dataset(bench['val'])
     score = lambda m, ds: evaluate(m, ds, cfg.eval_batch_size, device, cfg.num_workers, cfg.amp)

@@ -34,12 +34,15 @@ def repeat_to(indices, min_len: int) -> np.ndarray:
 
 # %% ../nbs/05_teachers.ipynb #1ef45247
 def train_teacher(mcfg: ModelConfig, tcfg: TrainConfig, bench, is_labeled: torch.Tensor, samples_per_epoch: int,
-                  out_dir=None, log=print, resume: bool = True):
-    "Stage 1 for one teacher: `fit` on D_l (`is_labeled`, bool over the training split) repeated to `samples_per_epoch`."
+                  out_dir=None, log=print, resume: bool = True, init: dict | None = None):
+    """Stage 1 for one teacher: `fit` on D_l (`is_labeled`, bool over the training split) repeated to `samples_per_epoch`.
+    `init`: a state dict the teacher starts from (a self-supervised run's, see `dmt.DMTConfig.warm_start`) instead of its
+    freshly built weights; a resumed run continues from its own checkpoint."""
     from avsl_nbdev.core import seed_everything
     idx = repeat_to(torch.nonzero(is_labeled).flatten().numpy(), samples_per_epoch)
     seed_everything(tcfg.seed)
     model = build_model(mcfg)
+    if init is not None: model.load_state_dict(init)
     return fit(model, tcfg, split_dataset(bench['train'], 'weak', idx), split_dataset(bench['val']),
                out_dir=out_dir, log=log, is_labeled=is_labeled, resume=resume)
 

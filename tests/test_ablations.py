@@ -49,7 +49,11 @@ def test_plan_cpu_preset_reuses_chapter_9():
     per = pd.DataFrame([{k: r[k] for k in ('exp', 'variant', 'x', 'seed')} for r in rows])
     n = per.groupby(['exp', 'variant', 'x'], dropna=False).seed.nunique()
     assert (n.loc['ratios'] == 3).all() and (n.drop('ratios') == 1).all()      # three seeds for the ratio sweep only
-    assert set(per.exp) == {'ratios', 'components', 'baselines'}
+    assert set(per.exp) == {'ratios', 'components', 'unlabeled', 'baselines'}
+    # the unlabeled amounts: a quarter and half of the pool with 4x / 2x the stage-2 epochs (equal steps); x1 is full DMT
+    unl = {x['x']: x['cfg'] for x in rows if x['exp'] == 'unlabeled'}
+    assert unl[4] == DMTConfig.preset('cpu', labeled=0.01, seed=0)
+    assert (unl[1].unlabeled, unl[1].stage2_epochs, unl[2].unlabeled, unl[2].stage2_epochs) == (0.25, 48, 0.5, 24)
     # the ratio sweep's runs are chapter 9's: D_l = 256 is the DMT preset itself, 1 % is compare(labeled=0.01)'s
     dmt = {x['x']: x['cfg'] for x in rows if x['exp'] == 'ratios' and x['variant'] == 'DMT' and x['seed'] == 2}
     assert dmt == {256 / 3000: DMTConfig.preset('cpu', seed=2), 0.01: DMTConfig.preset('cpu', labeled=0.01, seed=2)}

@@ -234,3 +234,26 @@ def test_demo_prints_this_run(capsys):
     tab = demo('tiny', seed=0, log=lambda s: None, object_pretrain=None, dim=16, stage1_epochs=1, stage2_epochs=1)
     assert list(tab.index) == ['supervised-only (D_l, stage 1)', 'DMT (stage 2)'] and (tab['auc'].between(0, 1)).all()
     assert 'this run: preset tiny, seed 0' in capsys.readouterr().out
+
+
+def test_warm_start_teachers_start_from_the_self_supervised_runs(tiny_cfg, tiny_bench, tmp_path):
+    "DMTConfig.warm_start: each stage-1 teacher starts from the base method's self-supervised run on its own encoders."
+    import dataclasses
+    from avsl_nbdev.dmt import teacher_runs, stage1, warm_start_runs
+    from avsl_nbdev.train import load_run_model
+    cfg = DMTConfig.preset('tiny', dim=16, object_pretrain=None, warm_start='tiny', stage1_epochs=1, lr=1e-9, weight_decay=0.0)
+    with pytest.raises(ConfigError, match='warm_start'): train(cfg, tiny_bench, out_dir=tmp_path / 'x')   # needs the SynthConfig
+    with pytest.raises(ConfigError, match='DMTConfig.warm_start'): DMTConfig(warm_start='huge')
+    cold = [r[3] for r in teacher_runs(dataclasses.replace(cfg, warm_start=None), tiny_bench)]
+    warm = [r[3] for r in teacher_runs(cfg, tiny_bench, synth=tiny_cfg)]
+    assert not set(cold) & set(warm)                                       # a warm start is another stage-1 run
+    runs = warm_start_runs(cfg, tiny_cfg)
+    assert [m.audio for _, m, _ in runs] == [cfg.audio_a, cfg.audio_b] and all(m.box_weight == 0 for _, m, _ in runs)
+    teachers, _ = stage1(cfg, tiny_bench, out_dir=tmp_path, log=lambda s: None, synth=tiny_cfg)
+    for t, (name, m, tc) in zip(teachers, runs):                          # lr 1e-9: stage 1 leaves the warm start in place
+        ss = load_run_model({'name': name, 'synth': dataclasses.asdict(tiny_cfg), 'model': dataclasses.asdict(m), 'train': dataclasses.asdict(tc)})
+        fresh = build_model(m)
+        p, q, f = dict(t.named_parameters()), dict(ss.named_parameters()), dict(fresh.named_parameters())
+        assert p.keys() == q.keys()
+        assert all(torch.allclose(p[k], q[k], atol=1e-6) for k in p)
+        assert not all(torch.allclose(q[k], f[k], atol=1e-6) for k in q)   # the self-supervised run did train
