@@ -17,7 +17,7 @@ from .core import (PRESETS, ConfigError, check_config, preset_config, seed_every
 from .data import AVSLDataset, SynthConfig, load_benchmark, split_dataset, labeled_subset
 from .metrics import minmax, upsample
 from .contrastive import ModelConfig, METHODS
-from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, mean_std_table, load_checkpoint
+from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, mean_std_table
 from .teachers import teacher_configs, train_teacher, mask_iou
 from .filtering import pseudo_masks, label_quality, confidence_threshold
 from .ipl import combine_masks, COMBINE
@@ -25,11 +25,11 @@ from .ema import ema_update, strong_view, StrongAug
 from .encoders import VISUAL_NAMES, AUDIO_FAMILIES, AUDIO_LETTERS, audio_names
 
 # %% auto #0
-__all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'PL_STATS', 'CONF_RING', 'RESUMABLE', 'SCORE_COLS', 'HELDOUT', 'DMTConfig',
-           'data_key', 'dmt_labeled_mask', 'dmt_key', 'warm_start_runs', 'teacher_runs', 'stage1', 'DualMeanTeacher',
-           'RunFolderError', 'check_out_dir', 'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt',
-           'committed_baselines', 'encoder_fields', 'compare', 'heldout', 'comparison_file', 'demo', 'cli_errors',
-           'main']
+__all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'ENCODER_FIELDS', 'PL_STATS', 'CONF_RING', 'RESUMABLE', 'SCORE_COLS',
+           'HELDOUT', 'DMTConfig', 'data_key', 'dmt_labeled_mask', 'dmt_key', 'warm_start_runs', 'teacher_runs',
+           'stage1', 'DualMeanTeacher', 'RunFolderError', 'check_out_dir', 'out_dir_lock', 'validate_run',
+           'stage2_indices', 'train', 'run_dmt', 'committed_baselines', 'encoder_fields', 'compare', 'heldout',
+           'comparison_file', 'demo', 'cli_errors', 'main']
 
 # %% ../nbs/09_dmt.ipynb #9961caca
 EVAL_NETS = ('teacher_a', 'teacher_b', 'student_a', 'student_b', 'teachers')
@@ -192,8 +192,10 @@ def warm_start_runs(cfg: DMTConfig, synth) -> list[tuple]:
         raise ConfigError(f"DMTConfig.warm_start = {cfg.warm_start!r} trains the self-supervised runs by the benchmark's "
                           f"SynthConfig: pass the data to dmt.train as a SynthConfig, not a loaded dataset")
     name = {'ezvsl': 'EZ-VSL', 'slavc': 'SLAVC'}[cfg.method]
-    return [(name, *baseline_configs(name, cfg.warm_start, cfg.seed, model={f: getattr(m, f) for f in ('visual', 'visual_weights', 'audio', 'dim')}))
+    return [(name, *baseline_configs(name, cfg.warm_start, cfg.seed, model={f: getattr(m, f) for f in ENCODER_FIELDS}))
             for m in _model_cfgs(cfg)]
+
+ENCODER_FIELDS = ('visual', 'visual_weights', 'audio', 'dim')   # the ModelConfig fields that name a network's encoders
 
 def teacher_runs(cfg: DMTConfig, bench, out_dir=None, synth=None) -> list[tuple]:
     """`(letter, ModelConfig, TrainConfig, folder)` of each stage-1 teacher; the folder is a hash of all it depends on
@@ -216,7 +218,7 @@ def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True, 
     """Train (or load) the stage-1 teachers (`which`: both, or only 'a' / 'b'); returns `(teachers, histories)`. With
     `cfg.warm_start`, `synth` (the benchmark's `SynthConfig`) names the self-supervised runs the teachers start from
     (`warm_start_runs`; trained first when not cached)."""
-    from avsl_nbdev.train import run
+    from avsl_nbdev.train import run, load_run_model
     is_lab = dmt_labeled_mask(cfg, bench)
     warm = warm_start_runs(cfg, synth) if cfg.warm_start else [None] * cfg.teachers
     teachers, hists = [], []
@@ -225,8 +227,7 @@ def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True, 
         init = None
         if w:
             log(f"== warm start of teacher {k.upper()}: {w[0]} ({mcfg.audio}), self-supervised -> {_warm_dir(w, synth)}")
-            run(*w, synth, log=log)
-            init = load_checkpoint(_warm_dir(w, synth) / 'best.pt')['model']
+            init = load_run_model(run(*w, synth, log=log)).state_dict()    # its validation-selected model
         log(f"== stage 1, teacher {k.upper()} ({mcfg.audio}), {int(is_lab.sum())} labeled frames -> {out}")
         m, h = train_teacher(mcfg, tcfg, bench, is_lab, cfg.stage1_samples, out, log, resume, init=init)
         teachers.append(m.eval()); hists.append(h)
@@ -552,7 +553,7 @@ def encoder_fields(cfg: DMTConfig) -> dict:
     """The encoders of DMT's teacher/student A as `ModelConfig` fields (visual trunk and its weights, audio backbone,
     embedding size): `compare` trains its self-supervised baselines on exactly these, at every preset."""
     m = _model_cfgs(cfg)[0]
-    return {k: getattr(m, k) for k in ('visual', 'visual_weights', 'audio', 'dim')}
+    return {k: getattr(m, k) for k in ENCODER_FIELDS}
 
 def compare(preset: str | None = None, seeds=(0,), baselines: bool | str | Path = False, slavc: bool = False, log=print,
             synth: dict | None = None, single: bool = True, baseline_names=('EZ-VSL', 'SLAVC'), **overrides) -> 'pd.DataFrame':
