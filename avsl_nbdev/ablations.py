@@ -88,11 +88,11 @@ class AblationConfig:
                          dmt=dict(stage2_epochs=2)),
             # chapter 9's testbed and configs; ratios 1 % and D_l = 256 (chapter 9's runs, three seeds); the studies at
             # 1 % with one seed, one variant per question (filter, IPL, EMA, two teachers); the unlabeled amount
-            # (x1/4, x1/2, x1: two new runs, about 30 min each); EZ-VSL and the oracle; no backbone study (about 2.5 h more on 2 cores)
-            'cpu': dict(base_preset='cpu', ratios=(0.01, 256), ratio=0.01, study_seeds=1, pairs=(), slavc_pairs=(),
+            # (x1/4, x1/2, x1: two new runs, about 30 min each); the backbone pairs at 1 % (four runs); EZ-VSL, SLAVC, the oracle
+            'cpu': dict(base_preset='cpu', ratios=(0.01, 256), ratio=0.01, study_seeds=1, pairs=('RV', 'RS', 'VS'), slavc_pairs=('VS',),
                         multiples=(1, 2, 4), components=('full DMT', 'no noise filter', 'no IPL: union', 'no EMA: frozen teachers',
                                                   'one teacher (single mean teacher)'),
-                        baselines=('EZ-VSL', 'oracle (boxes, all train)')),
+                        baselines=('EZ-VSL', 'SLAVC', 'oracle (boxes, all train)')),
             'gpu': dict(base_preset='gpu', slavc_pairs=('RV', 'RS', 'VS'))}[name]
         for k in ('synth', 'dmt'):                           # dict overrides add to the preset's, not replace them
             if k in overrides: overrides[k] = {**base.get(k, {}), **overrides[k]}

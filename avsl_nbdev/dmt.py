@@ -12,11 +12,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .core import (PRESETS, ConfigError, check_config, preset_config, seed_everything, config_key, dist_sum, dist_rank,
+from .core import (PRESETS, ConfigError, check_config, preset_config, seed_everything, config_key, dist_sum, dist_rank, dist_world,
                              init_distributed, atomic_write_json, read_json, FileFormatError)
 from .data import AVSLDataset, SynthConfig, load_benchmark, split_dataset, labeled_subset
 from .metrics import minmax, upsample
-from .contrastive import ModelConfig, METHODS
+from .contrastive import ModelConfig, METHODS, build_model
 from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, mean_std_table
 from .teachers import teacher_configs, train_teacher, mask_iou
 from .filtering import pseudo_masks, label_quality, confidence_threshold
@@ -96,7 +96,8 @@ class DMTConfig:
             'labeled_seed': (lambda v: int(v) == v, 'an integer'), 'seed': (lambda v: int(v) == v, 'an integer'),
             'labeled': (lambda v: (isinstance(v, int) and v > 0) or (isinstance(v, float) and 0 < v < 1), 'a positive count (int) or a ratio in (0, 1)'),
             'unlabeled': (lambda v: v is None or (isinstance(v, int) and v > 0) or (isinstance(v, float) and 0 < v <= 1), 'None, a positive count (int) or a ratio in (0, 1]'),
-            'stage1_epochs': (pos, 'a positive integer'),
+            'stage1_epochs': (lambda v: int(v) == v and v >= (0 if self.warm_start else 1),
+                              'a positive integer (0 only with warm_start: the teachers are then the self-supervised runs as they are)'),
             'stage1_samples': (lambda v: pos(v) and v >= self.batch_size, f'a positive integer >= batch_size ({self.batch_size}): one batch at least'),
             'stage2_epochs': (pos, 'a positive integer'),
             'teachers': (lambda v: v in (1, 2), '1 or 2'),
@@ -203,7 +204,7 @@ def teacher_runs(cfg: DMTConfig, bench, out_dir=None, synth=None) -> list[tuple]
     out = []
     warm = warm_start_runs(cfg, synth) if cfg.warm_start else [None] * cfg.teachers
     for k, mcfg, w in zip('ab', _model_cfgs(cfg), warm):
-        tcfg = _train_cfg(cfg, cfg.stage1_epochs, cfg.seed + (1000 if k == 'b' else 0))
+        tcfg = _train_cfg(cfg, max(1, cfg.stage1_epochs), cfg.seed + (1000 if k == 'b' else 0))   # 0 epochs: never written
         key = {'model': asdict(mcfg), 'train': asdict(tcfg), 'labeled': [cfg.labeled, cfg.labeled_seed],
                'samples': cfg.stage1_samples, 'data': data_key(bench), 'code': CODE_VERSION}
         if w: key['warm_start'] = _warm_dir(w, synth).name
@@ -227,9 +228,16 @@ def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True, 
         init = None
         if w:
             log(f"== warm start of teacher {k.upper()}: {w[0]} ({mcfg.audio}), self-supervised -> {_warm_dir(w, synth)}")
-            init = load_run_model(run(*w, synth, log=log)).state_dict()    # its validation-selected model
-        log(f"== stage 1, teacher {k.upper()} ({mcfg.audio}), {int(is_lab.sum())} labeled frames -> {out}")
-        m, h = train_teacher(mcfg, tcfg, bench, is_lab, cfg.stage1_samples, out, log, resume, init=init)
+            res = run(*w, synth, log=log)                  # under torchrun, all processes train it together (rank 0 writes)
+            if dist_world() > 1: torch.distributed.barrier()   # ... so the others wait for rank 0's best.pt before reading it
+            init = load_run_model(res).state_dict()        # its validation-selected model
+        if cfg.stage1_epochs == 0:                         # no stage 1: the teacher is its self-supervised run as it is
+            log(f"== stage 1, teacher {k.upper()} ({mcfg.audio}): 0 epochs, the warm start as it is")
+            m, h = build_model(mcfg), []
+            m.load_state_dict(init)
+        else:
+            log(f"== stage 1, teacher {k.upper()} ({mcfg.audio}), {int(is_lab.sum())} labeled frames -> {out}")
+            m, h = train_teacher(mcfg, tcfg, bench, is_lab, cfg.stage1_samples, out, log, resume, init=init)
         teachers.append(m.eval()); hists.append(h)
     return teachers, hists
 
@@ -448,7 +456,7 @@ def validate_run(cfg: DMTConfig, bench) -> torch.Tensor:
     idx = stage2_indices(is_lab, cfg.labeled_frac, cfg.unlabeled, cfg.labeled_seed)
     if len(idx) < cfg.batch_size:
         raise ConfigError(f"DMTConfig.batch_size = {cfg.batch_size}: stage 2 has {len(idx)} samples per epoch, not one batch")
-    cfg.strong_aug(); _train_cfg(cfg, cfg.stage1_epochs, cfg.seed)
+    cfg.strong_aug(); _train_cfg(cfg, max(1, cfg.stage1_epochs), cfg.seed)
     return is_lab
 
 def stage2_indices(is_labeled: torch.Tensor, labeled_frac: float, unlabeled: int | float | None = None,

@@ -36,6 +36,12 @@ def run(mode: str, out=None) -> dict:
         cfg = DMTConfig.preset('tiny', dim=16, object_pretrain=None, batch_size=16, stage1_epochs=1, stage2_epochs=1, device='cpu')
         r = train(cfg, bench, out_dir=out, log=lambda *a: None)
         return {'state': r['model'].state_dict(), 'history': r['history']['stage2']}
+    if mode == 'dmt_warm':                          # the self-supervised warm-start runs are trained under torchrun too
+        from avsl_nbdev.dmt import DMTConfig, train
+        cfg = DMTConfig.preset('tiny', dim=16, object_pretrain=None, batch_size=16, stage1_epochs=1, stage2_epochs=1,
+                               device='cpu', warm_start='tiny')
+        r = train(cfg, SynthConfig.preset('tiny'), out_dir=out, log=lambda *a: None)
+        return {'state': r['model'].state_dict(), 'teachers': [t.state_dict() for t in r['teachers']]}
     raise ValueError(mode)
 
 

@@ -1,6 +1,6 @@
 """The ablation sweep (nbs/10_ablations.ipynb): the plan, the unlabeled subsets, tables, example picking, and a tiny
 sweep end to end in two worker processes, then resumed from its cache without training anything."""
-import json
+import dataclasses, json
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,7 +49,7 @@ def test_plan_cpu_preset_reuses_chapter_9():
     per = pd.DataFrame([{k: r[k] for k in ('exp', 'variant', 'x', 'seed')} for r in rows])
     n = per.groupby(['exp', 'variant', 'x'], dropna=False).seed.nunique()
     assert (n.loc['ratios'] == 3).all() and (n.drop('ratios') == 1).all()      # three seeds for the ratio sweep only
-    assert set(per.exp) == {'ratios', 'components', 'unlabeled', 'baselines'}
+    assert set(per.exp) == {'ratios', 'components', 'backbones', 'unlabeled', 'baselines'}
     # the unlabeled amounts: a quarter and half of the pool with 4x / 2x the stage-2 epochs (equal steps); x1 is full DMT
     unl = {x['x']: x['cfg'] for x in rows if x['exp'] == 'unlabeled'}
     assert unl[4] == DMTConfig.preset('cpu', labeled=0.01, seed=0)
@@ -61,7 +61,13 @@ def test_plan_cpu_preset_reuses_chapter_9():
     assert comp['full DMT'] == DMTConfig.preset('cpu', labeled=0.01, seed=0)
     assert comp['one teacher (single mean teacher)'] == comp['full DMT'].single_teacher()
     assert set(comp) == {'full DMT', 'no noise filter', 'no IPL: union', 'no EMA: frozen teachers', 'one teacher (single mean teacher)'}
-    assert [x['baseline'] for x in rows if x['exp'] == 'baselines'] == ['EZ-VSL', 'oracle (boxes, all train)']
+    assert [x['baseline'] for x in rows if x['exp'] == 'baselines'] == ['EZ-VSL', 'SLAVC', 'oracle (boxes, all train)']
+    # the backbone pairs at 1 %, seed 0, scored on both teachers; V+S around EZ-VSL is full DMT but for the scored network
+    bb = {x['variant']: x['cfg'] for x in rows if x['exp'] == 'backbones'}
+    assert list(bb) == ['EZ-VSL w/ DMT R+V', 'EZ-VSL w/ DMT R+S', 'EZ-VSL w/ DMT V+S', 'SLAVC w/ DMT V+S']
+    assert bb['EZ-VSL w/ DMT V+S'] == dataclasses.replace(comp['full DMT'], eval_net='teachers')
+    assert (bb['EZ-VSL w/ DMT R+V'].audio_a, bb['EZ-VSL w/ DMT R+V'].audio_b) == ('resnet-small', 'vggish-small')
+    assert bb['SLAVC w/ DMT V+S'].method == 'slavc'
 
 
 def test_pairs_and_config_errors():

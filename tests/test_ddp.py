@@ -15,10 +15,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
 
 
-def _torchrun(mode, out, timeout=600):
+def _torchrun(mode, out, timeout=600, **env):
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}     # gloo on CPUs, even on a GPU machine
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': '', **env}     # gloo on CPUs, even on a GPU machine
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_addr=127.0.0.1', f'--master_port={port}',
            str(Path(__file__).parent / 'ddp_worker.py'), mode, str(out)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -70,3 +70,12 @@ def test_dmt_under_ddp(tmp_path):
     assert h['train_pl_unlabeled'] == g['train_pl_unlabeled']        # counts summed over the 2 processes = one process's
     # (accepted counts differ: each process draws its own weak-view crops, so the teachers see other pixels)
     assert 0 <= h['train_pl_accept_rate'] <= 1
+
+
+def test_dmt_warm_start_under_ddp(tmp_path):
+    "DMTConfig.warm_start under torchrun: both processes train each missing self-supervised run together, then start from it."
+    runs = tmp_path / 'runs'                                             # an empty run cache: the warm-start runs are trained here
+    r0, r1 = _torchrun('dmt_warm', tmp_path, AVSL_RUNS=str(runs))
+    assert all(torch.equal(v, r1['state'][k]) for k, v in r0['state'].items())
+    done = sorted(p.parent.name for p in runs.glob('ez-vsl-*/result.json'))
+    assert len(done) == 2 and all((runs / d / 'best.pt').exists() for d in done)    # one run per teacher's encoders, once

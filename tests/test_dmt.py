@@ -257,3 +257,11 @@ def test_warm_start_teachers_start_from_the_self_supervised_runs(tiny_cfg, tiny_
         assert p.keys() == q.keys()
         assert all(torch.allclose(p[k], q[k], atol=1e-6) for k in p)
         assert not all(torch.allclose(q[k], f[k], atol=1e-6) for k in q)   # the self-supervised run did train
+    # stage1_epochs = 0: no stage 1, the teachers are the self-supervised runs exactly; refused without a warm start
+    with pytest.raises(ConfigError, match='DMTConfig.stage1_epochs'): DMTConfig.preset('tiny', stage1_epochs=0)
+    zero = dataclasses.replace(cfg, stage1_epochs=0)
+    teachers, hists = stage1(zero, tiny_bench, out_dir=tmp_path / 'zero', log=lambda s: None, synth=tiny_cfg)
+    assert hists == [[], []] and not (tmp_path / 'zero').exists()                  # nothing trained, nothing written
+    for t, (name, m, tc) in zip(teachers, runs):
+        ss = load_run_model({'name': name, 'synth': dataclasses.asdict(tiny_cfg), 'model': dataclasses.asdict(m), 'train': dataclasses.asdict(tc)})
+        assert all(torch.equal(v, ss.state_dict()[k]) for k, v in t.state_dict().items())
