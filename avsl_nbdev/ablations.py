@@ -211,7 +211,7 @@ def _units(a: AblationConfig, rows: list[dict]) -> tuple[dict, dict, list]:
     for r in rows:
         if 'cfg' in r:
             c = r['cfg']
-            for k, _, _, out in teacher_runs(c, bench): teachers.setdefault(str(out), (c, k, _finished(out, c.stage1_epochs)))
+            for k, _, _, out, _ in teacher_runs(c, bench): teachers.setdefault(str(out), (c, k, _finished(out, c.stage1_epochs)))
             key = json.dumps(dmt_key(c), sort_keys=True)
             if key not in runs:
                 done = (run_dir('dmt-stage2', {'dmt': dmt_key(c), 'data': data_key(bench), 'code': CODE_VERSION}) / 'result.json').exists()

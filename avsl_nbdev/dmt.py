@@ -199,8 +199,9 @@ def warm_start_runs(cfg: DMTConfig, synth) -> list[tuple]:
 ENCODER_FIELDS = ('visual', 'visual_weights', 'audio', 'dim')   # the ModelConfig fields that name a network's encoders
 
 def teacher_runs(cfg: DMTConfig, bench, out_dir=None, synth=None) -> list[tuple]:
-    """`(letter, ModelConfig, TrainConfig, folder)` of each stage-1 teacher; the folder is a hash of all it depends on
-    (with `cfg.warm_start`, the self-supervised run it starts from: `synth` is then the benchmark's `SynthConfig`)."""
+    """`(letter, ModelConfig, TrainConfig, folder, warm)` of each stage-1 teacher; the folder is a hash of all it depends on;
+    `warm` is the self-supervised run it starts from (`warm_start_runs`; None without `cfg.warm_start`, else `synth` must be
+    the benchmark's `SynthConfig`), part of the folder's hash."""
     out = []
     warm = warm_start_runs(cfg, synth) if cfg.warm_start else [None] * cfg.teachers
     for k, mcfg, w in zip('ab', _model_cfgs(cfg), warm):
@@ -208,7 +209,7 @@ def teacher_runs(cfg: DMTConfig, bench, out_dir=None, synth=None) -> list[tuple]
         key = {'model': asdict(mcfg), 'train': asdict(tcfg), 'labeled': [cfg.labeled, cfg.labeled_seed],
                'samples': cfg.stage1_samples, 'data': data_key(bench), 'code': CODE_VERSION}
         if w: key['warm_start'] = _warm_dir(w, synth).name
-        out.append((k, mcfg, tcfg, Path(out_dir) / f'teacher_{k}' if out_dir else run_dir(f'teacher-{k}', key)))
+        out.append((k, mcfg, tcfg, Path(out_dir) / f'teacher_{k}' if out_dir else run_dir(f'teacher-{k}', key), w))
     return out
 
 def _warm_dir(w: tuple, synth) -> Path:
@@ -221,9 +222,8 @@ def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True, 
     (`warm_start_runs`; trained first when not cached)."""
     from avsl_nbdev.train import run, load_run_model
     is_lab = dmt_labeled_mask(cfg, bench)
-    warm = warm_start_runs(cfg, synth) if cfg.warm_start else [None] * cfg.teachers
     teachers, hists = [], []
-    for (k, mcfg, tcfg, out), w in zip(teacher_runs(cfg, bench, out_dir, synth), warm):
+    for k, mcfg, tcfg, out, w in teacher_runs(cfg, bench, out_dir, synth):
         if k not in which: continue
         init = None
         if w:
