@@ -158,6 +158,8 @@ def _bench(synth: SynthConfig):
     return _BENCH[k]
 
 def _init_worker(threads: int):
+    "A sweep worker's thread count: the trainer pins `AVSL_CPU_THREADS` (`core.pinned_threads`), the rest uses torch's setting."
+    os.environ['AVSL_CPU_THREADS'] = str(threads)
     torch.set_num_threads(threads)
 
 def _work(task: tuple) -> dict:
@@ -394,8 +396,8 @@ def fig_qualitative(a: AblationConfig, rows: list[dict], n: int = 2):
 
 # %% ../nbs/10_ablations.ipynb #c94fb4f7
 def default_jobs() -> int:
-    "2 processes on a CPU-only machine with at least 2 cores (see `sweep`), else 1."
-    return 2 if not torch.cuda.is_available() and (os.cpu_count() or 1) >= 2 else 1
+    "1: runs one after the other, each with the trainer's thread count, as a run started on its own (see `sweep`)."
+    return 1
 
 def _commit() -> str | None:
     import subprocess
@@ -466,7 +468,7 @@ def _main(argv=None):
     import pandas as pd
     ap = argparse.ArgumentParser(prog='avsl_ablations', description='DMT ablations on the embedded benchmark; writes figures/.')
     ap.add_argument('--preset', default=None, help='tiny | cpu | gpu (default: $AVSL_PRESET or cpu)')
-    ap.add_argument('--jobs', type=int, default=None, help='parallel processes (default: 2 on a CPU-only machine, else 1)')
+    ap.add_argument('--jobs', type=int, default=None, help='parallel processes (default 1; more: cores // jobs threads each, other last bits)')
     ap.add_argument('--out', default=None, help="where figures and raw results go (default: the checkout's figures/)")
     ap.add_argument('--seeds', type=int, default=None, help='number of seeds (default: the preset\'s, 3)')
     a = ap.parse_args(argv)

@@ -4,17 +4,18 @@
 
 # %% ../nbs/00_core.ipynb #37dbeaed
 from __future__ import annotations
-import contextlib, dataclasses, hashlib, json, os, random
+import contextlib, dataclasses, hashlib, json, math, os, random
 from pathlib import Path
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PRESETS', 'in_test', 'current_preset', 'preset_config', 'ConfigError', 'check_config', 'config_key', 'cache_dir',
-           'repo_root', 'FileFormatError', 'atomic_write', 'atomic_write_json', 'atomic_write_text', 'atomic_save',
-           'atomic_savez', 'read_json', 'load_torch', 'seed_everything', 'cpu_threads', 'pinned_threads',
-           'notebook_setup', 'dist_world', 'dist_rank', 'gather_batch', 'init_distributed', 'dist_sum']
+__all__ = ['PRESETS', 'WEIGHT_MAX', 'in_test', 'current_preset', 'preset_config', 'ConfigError', 'check_device', 'check_config',
+           'config_key', 'cache_dir', 'repo_root', 'FileFormatError', 'atomic_write', 'atomic_write_json',
+           'atomic_write_text', 'atomic_save', 'atomic_savez', 'read_json', 'load_torch', 'seed_everything',
+           'cpu_threads', 'pinned_threads', 'native_bf16', 'notebook_setup', 'dist_world', 'dist_rank', 'gather_batch',
+           'init_distributed', 'dist_sum']
 
 # %% ../nbs/00_core.ipynb #13208926
 PRESETS = ('tiny', 'cpu', 'gpu')
@@ -40,8 +41,57 @@ def preset_config(cls, presets: dict, name: str | None = None, **overrides):
 class ConfigError(ValueError):
     "A configuration value is invalid; the message names the field."
 
+WEIGHT_MAX = 1000.0   # the largest loss weight a config accepts
+
+def _device_name_ok(v) -> bool:
+    if v == 'auto': return True
+    try: return torch.device(v).type in ('cpu', 'cuda', 'mps')
+    except (RuntimeError, TypeError): return False
+
+def check_device(name: str, field: str = 'device') -> str:
+    "Refuse (`ConfigError` naming `field`) a device this machine does not have; return `name`. Call before writing anything."
+    if name == 'auto': return name
+    d = torch.device(name)
+    have = {'cpu': lambda: True, 'cuda': lambda: torch.cuda.is_available() and (d.index or 0) < torch.cuda.device_count(),
+            'mps': lambda: torch.backends.mps.is_available()}.get(d.type, lambda: False)()
+    if not have:
+        raise ConfigError(f"{field} = {name!r}: this machine has no such device"
+                          + (f" (CUDA devices: {torch.cuda.device_count()})" if d.type == 'cuda' else '') + "; use 'auto' or 'cpu'")
+    return name
+
+_SCALARS = {'int': 'an integer', 'float': 'a finite number', 'bool': 'True or False', 'str': 'a string', 'None': 'None'}
+
+def _type_ok(value, allowed: set) -> bool:
+    "Does `value` have one of the scalar types `allowed` (annotation names, see `check_config`)?"
+    import numbers
+    if value is None: return 'None' in allowed
+    if isinstance(value, (bool, np.bool_)): return 'bool' in allowed
+    if isinstance(value, numbers.Integral): return bool(allowed & {'int', 'float'})
+    if isinstance(value, numbers.Real): return 'float' in allowed and math.isfinite(value)
+    if isinstance(value, str): return 'str' in allowed
+    return False
+
+def _named_rule(name: str, value):
+    "`(predicate, expectation)` that every config applies to a field by its name (seeds, loss weights, devices; see above), or None."
+    import numbers
+    number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if number and (name == 'seed' or name.endswith('_seed')): return lambda v: 0 <= v < 2 ** 32, 'an integer in [0, 2**32), the range NumPy seeds take'
+    if number and name.endswith('_weight'): return lambda v: v <= WEIGHT_MAX, f'a weight <= {WEIGHT_MAX:g}'
+    if name == 'device' and isinstance(value, str): return _device_name_ok, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+    return None
+
 def check_config(cfg, rules: dict):
-    "Check `cfg.<field>` against `rules[field] = (predicate, expectation)`; raise `ConfigError` naming the field."
+    """Check every scalar field of the dataclass `cfg` against its annotation (`int`, `float`, `bool`, `str`, `| None`:
+    see above), then `cfg.<field>` against `rules[field] = (predicate, expectation)`; raise `ConfigError` naming the field."""
+    for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(cfg) else ():
+        ann = f.type if isinstance(f.type, str) else getattr(f.type, '__name__', str(f.type))   # 'int | None', or a class
+        allowed = {t.strip() for t in ann.split('|')}
+        value = getattr(cfg, f.name)
+        if allowed <= set(_SCALARS) and not _type_ok(value, allowed):
+            expect = ' or '.join(_SCALARS[t] for t in _SCALARS if t in allowed)
+            raise ConfigError(f"{type(cfg).__name__}.{f.name} = {value!r}: expected {expect}")
+        rule = _named_rule(f.name, value)
+        if rule and not rule[0](value): raise ConfigError(f"{type(cfg).__name__}.{f.name} = {value!r}: expected {rule[1]}")
     for field, (ok, expect) in rules.items():
         value = getattr(cfg, field)
         try: good = bool(ok(value))
@@ -121,28 +171,32 @@ def load_torch(path, what: str = 'file', weights_only: bool = True, map_location
 
 # %% ../nbs/00_core.ipynb #9f5887d8
 def seed_everything(seed: int) -> int:
-    "Seed python, numpy and torch (all devices); return the seed."
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    "Seed python, numpy (with `seed` mod 2^32, its range) and torch (all devices); return the seed."
+    random.seed(seed); np.random.seed(seed % 2 ** 32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     return seed
 
 # %% ../nbs/00_core.ipynb #9c2b446c
 def cpu_threads() -> int:
-    "Intra-op threads for CPU training and evaluation: `$AVSL_CPU_THREADS` (a positive integer), default 1."
-    v = os.environ.get('AVSL_CPU_THREADS', '1')
+    "Intra-op threads for CPU training and evaluation: `$AVSL_CPU_THREADS` (a positive integer), default 2."
+    v = os.environ.get('AVSL_CPU_THREADS', '2')
     if not v.strip().isdigit() or int(v) < 1:
         raise ConfigError(f"AVSL_CPU_THREADS = {v!r}: expected a positive integer (the intra-op threads of CPU runs)")
     return int(v)
 
 @contextlib.contextmanager
-def pinned_threads(device):
-    "Run the block with `cpu_threads()` intra-op threads when `device` is the CPU; the caller's setting is restored after."
+def pinned_threads(device, n: int | None = None):
+    "Run the block with `n` (default `cpu_threads()`) intra-op threads when `device` is the CPU; the caller's setting is restored after."
     if torch.device(device).type != 'cpu':
         yield; return
-    was, n = torch.get_num_threads(), cpu_threads()
+    was, n = torch.get_num_threads(), n or cpu_threads()
     torch.set_num_threads(n)
     try: yield n
     finally: torch.set_num_threads(was)
+
+def native_bf16() -> bool:
+    "True when this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX tiles): only then is CPU autocast faster than fp32."
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 # %% ../nbs/00_core.ipynb #3ca05b63
 def notebook_setup(seed: int = 0) -> tuple[int, str]:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_dmt.ipynb #a5778744
 from __future__ import annotations
-import argparse, ast, contextlib, copy, dataclasses, json, math, os, sys, time, warnings
+import argparse, ast, contextlib, copy, dataclasses, json, math, os, shutil, sys, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -25,11 +25,11 @@ from .ema import ema_update, strong_view, StrongAug
 from .encoders import VISUAL_NAMES, AUDIO_FAMILIES, AUDIO_LETTERS, audio_names
 
 # %% auto #0
-__all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'ENCODER_FIELDS', 'PL_STATS', 'CONF_RING', 'RESUMABLE', 'SCORE_COLS',
-           'HELDOUT', 'DMTConfig', 'data_key', 'dmt_labeled_mask', 'dmt_key', 'warm_start_runs', 'teacher_runs',
-           'stage1', 'DualMeanTeacher', 'RunFolderError', 'check_out_dir', 'out_dir_lock', 'validate_run',
-           'stage2_indices', 'train', 'run_dmt', 'committed_baselines', 'encoder_fields', 'compare', 'heldout',
-           'comparison_file', 'demo', 'cli_errors', 'main']
+__all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'ENCODER_FIELDS', 'PL_STATS', 'CONF_RING', 'RESUMABLE', 'STAGE_DIRS',
+           'SCORE_COLS', 'HELDOUT', 'DMTConfig', 'data_key', 'dmt_labeled_mask', 'dmt_key', 'warm_start_runs',
+           'teacher_runs', 'stage1', 'DualMeanTeacher', 'RunFolderError', 'read_run_config', 'check_out_dir',
+           'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt', 'committed_baselines',
+           'encoder_fields', 'compare', 'heldout', 'comparison_file', 'demo', 'cli_errors', 'main']
 
 # %% ../nbs/09_dmt.ipynb #9961caca
 EVAL_NETS = ('teacher_a', 'teacher_b', 'student_a', 'student_b', 'teachers')
@@ -71,6 +71,8 @@ class DMTConfig:
     eval_net: str = 'teacher_a'           # network evaluated and selected on validation (EVAL_NETS)
     batch_size: int = 64
     lr: float = 3e-4
+    stage2_lr: float | None = None        # stage 2's peak learning rate (None: lr)
+    stage2_schedule: str = 'constant'     # stage 2's learning-rate schedule: 'constant' | 'cosine' (TrainConfig.schedule); stage 1: constant
     weight_decay: float = 1e-4
     seed: int = 0
     num_workers: int = 0
@@ -118,6 +120,8 @@ class DMTConfig:
             'eval_net': (lambda v: v in EVAL_NETS and (self.teachers == 2 or v.endswith('_a')), f"one of {EVAL_NETS} (an '_a' net when teachers = 1)"),
             'batch_size': (lambda v: int(v) == v and v >= 2, 'an integer >= 2'),
             'lr': (lambda v: v > 0 and math.isfinite(v), 'a positive learning rate'),
+            'stage2_lr': (lambda v: v is None or v > 0, 'None or a positive learning rate'),
+            'stage2_schedule': (lambda v: v in ('constant', 'cosine'), "'constant' or 'cosine'"),
             'weight_decay': (lambda v: v >= 0, 'a number >= 0'),
             'num_workers': (lambda v: int(v) == v and v >= 0, 'an integer >= 0'),
             'device': (lambda v: v == 'auto' or torch.device(v) is not None, "'auto', 'cpu', 'cuda' or 'cuda:N'"),
@@ -153,14 +157,13 @@ def _model_cfgs(cfg: DMTConfig) -> list[ModelConfig]:
                        contrastive_weight=cfg.contrastive_weight)
     return teacher_configs(base, (cfg.audio_a, cfg.audio_b)[:cfg.teachers], cfg.box_weight)
 
-def _train_cfg(cfg: DMTConfig, epochs: int, seed: int) -> TrainConfig:
-    # DMT keeps the constant learning rate it was designed and measured with (EMA teachers trail their students); the
-    # cosine schedule of the training chapter is calibrated for the single-model baselines (re-measuring DMT: issue 16).
-    return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=seed, schedule='constant',
+def _train_cfg(cfg: DMTConfig, epochs: int, seed: int, stage: int = 1) -> TrainConfig:
+    lr, schedule = (cfg.lr, 'constant') if stage == 1 else (cfg.stage2_lr or cfg.lr, cfg.stage2_schedule)
+    return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=lr, weight_decay=cfg.weight_decay, seed=seed, schedule=schedule,
                        num_workers=cfg.num_workers, device=cfg.device, amp=cfg.amp, channels_last=cfg.channels_last,
                        eval_batch_size=cfg.eval_batch_size)
 
-CODE_VERSION = 3   # part of every cached run's key: bump it when a change in the code changes what training produces
+CODE_VERSION = 4   # part of every cached run's key: bump it when a change in the code changes what training produces
 
 def data_key(bench) -> dict: return {s: bench[s]._fingerprint for s in ('train', 'val')}
 
@@ -181,7 +184,7 @@ def dmt_key(cfg: DMTConfig) -> dict:
     "The config as it enters run keys: fields added after `CODE_VERSION` 2 count only when set, so older cached runs stay valid."
     return {k: v for k, v in asdict(cfg).items() if not (k in LATE_FIELDS and v == LATE_FIELDS[k])}
 
-LATE_FIELDS = {'unlabeled': None, 'warm_start': None}     # field -> the default that reproduces the runs made before the field existed
+LATE_FIELDS = {'unlabeled': None, 'warm_start': None, 'stage2_lr': None, 'stage2_schedule': 'constant'}     # field -> the default that reproduces the runs made before the field existed
 
 def warm_start_runs(cfg: DMTConfig, synth) -> list[tuple]:
     """`(name, ModelConfig, TrainConfig)` of the self-supervised run each teacher starts from when `cfg.warm_start` is
@@ -277,11 +280,25 @@ class DualMeanTeacher(nn.Module):
         return confidence_threshold(self.conf_ring[:, :R], self.cfg.conf_gate)
 
     @torch.no_grad()
+    def _teacher_maps(self, teacher, batch, labeled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A teacher's raw maps `[B, h, w]` and confidences `[B]`. A labeled frame's target is its box, so on the CPU the
+        teacher sees only the unlabeled frames (a quarter less work; rows of labeled frames are 0). Selecting them needs
+        the count on the host, so on a GPU, where a host synchronisation per step costs more than the saved work, and
+        under the confidence gate, which reads the labeled frames' confidences, the teacher sees the whole batch."""
+        if labeled.is_cuda or self.cfg.conf_gate is not None: return teacher.localize(batch)
+        rows = torch.nonzero(~labeled).flatten()
+        if len(rows) == len(labeled) or len(rows) == 0: return teacher.localize(batch)
+        m, k = teacher.localize({key: batch[key][rows] for key in ('image', 'spec', 'wave')})
+        full = m.new_zeros(len(labeled), *m.shape[1:]), k.new_zeros(len(labeled))
+        full[0][rows], full[1][rows] = m, k
+        return full
+
+    @torch.no_grad()
     def pseudo_labels(self, batch, labeled: torch.Tensor) -> dict:
         "Teachers on the (weak) batch: normalised maps, masks, IoU, confidence, acceptance and the training target `[B, H, W]`."
         c = self.cfg
         H, W = batch['mask'].shape[-2:]
-        outs = [t.localize(batch) for t in self.teachers]
+        outs = [self._teacher_maps(t, batch, labeled) for t in self.teachers]
         norms = [minmax(upsample(m.float(), H, W)) for m, _ in outs]
         conf = torch.stack([k.float() for _, k in outs])                       # [T, B] absolute confidence
         masks = [pseudo_masks(n, c.delta) for n in norms]
@@ -336,7 +353,7 @@ class DualMeanTeacher(nn.Module):
         self._record(p)
         with torch.autocast(batch['image'].device.type, enabled=False):          # resampling and blur in fp32
             img, tgt, _ = strong_view(batch['image'].float(), p['target'][:, None], self.aug)
-        if batch['image'].is_contiguous(memory_format=torch.channels_last) and img.dim() == 4 and img.is_cuda:
+        if batch['image'].is_contiguous(memory_format=torch.channels_last) and img.dim() == 4:
             img = img.contiguous(memory_format=torch.channels_last)
         strong = {**batch, 'image': img, 'mask': tgt}
         w = self.box_weights(p)
@@ -402,29 +419,50 @@ def _check_schedule(cfg: DMTConfig, out: Path, old: dict):
         raise RunFolderError(f"{out} holds a run trained for {e2} stage-2 epochs; stage2_epochs = {cfg.stage2_epochs} would return "
                              f"that {e2}-epoch model: {advice}")
 
-def check_out_dir(cfg: DMTConfig, out_dir, resume: bool = True, bench=None):
-    """Refuse to resume a folder that holds a run of a different config (only the epochs and the hardware may change,
-    and the epochs only upwards, before stage 2 for stage 1), or — given `bench` — of different data; then record
-    the config (`dmt_config.json`) and the data's fingerprint (`data.json`, `data_key`). A folder whose run saved no
-    checkpoint yet (it failed before its first epoch ended) holds nothing to protect: any config may take it over."""
+STAGE_DIRS = ('teacher_a', 'teacher_b', 'stage2')   # a run folder's checkpoint folders
+
+def read_run_config(out_dir) -> dict:
+    "The config record `dmt_config.json` of a run folder as a dict of `DMTConfig` fields; a malformed record is an error naming the file."
+    f = Path(out_dir) / 'dmt_config.json'
+    rec = read_json(f, 'run record')
+    fields = DMTConfig.__dataclass_fields__
+    if not isinstance(rec, dict): raise FileFormatError(f"run record {f} holds a {type(rec).__name__}, not the fields of a DMTConfig")
+    unknown = sorted(set(rec) - set(fields))
+    if unknown: raise FileFormatError(f"run record {f} has fields DMTConfig does not know: {unknown}")
+    try: DMTConfig(**{k: v for k, v in rec.items()})
+    except (ConfigError, TypeError) as e: raise FileFormatError(f"run record {f} is not a valid DMTConfig ({e})") from None
+    return rec
+
+def check_out_dir(cfg: DMTConfig, out_dir, resume: bool = True, bench=None, synth=None):
+    """Before training into `out_dir`: refuse to resume a folder that holds a run of a different config (only the
+    epochs and the hardware may change, and the epochs only upwards, before stage 2 for stage 1) or — given `bench` —
+    of different data, or whose records are missing; with `resume=False` (`--no-resume`) move the old run's checkpoints
+    away first. Then record the config (`dmt_config.json`) and the data (`data.json`: `data_key`, and `synth`, the
+    `SynthConfig` that rebuilds it, when known). A folder whose run saved no checkpoint yet (it failed before its first
+    epoch ended) holds nothing to protect: any config may take it over."""
     out = Path(out_dir)
     f, fd = out / 'dmt_config.json', out / 'data.json'
-    trained = any((out / d / 'last.pt').exists() for d in ('teacher_a', 'teacher_b', 'stage2'))
-    if f.exists() and resume and trained:
-        old = read_json(f, 'run record')
+    trained = any((out / d / 'last.pt').exists() for d in STAGE_DIRS)
+    if trained and not resume:                             # --no-resume: the old checkpoints never meet the new record
+        for d in STAGE_DIRS: shutil.rmtree(out / d, ignore_errors=True)
+    elif trained:
+        if not f.exists(): raise RunFolderError(f"{f} is missing, but {out} holds checkpoints: their config is unknown — "
+                                                "use another output folder, or --no-resume to overwrite it")
+        old = read_run_config(out)
         diff = [k for k, v in asdict(cfg).items() if k not in RESUMABLE and old.get(k, LATE_FIELDS.get(k)) != v]
         if diff: raise RunFolderError(f"{out_dir} holds a DMT run with different {', '.join(f'{k}={old.get(k)!r}' for k in diff)}: "
                                       f"use another output folder, or --no-resume to overwrite it")
-        recorded = read_json(fd, 'data record') if bench is not None and fd.exists() else None
-        if recorded is not None and recorded != data_key(bench):
-            raise RunFolderError(f"{out_dir} holds a DMT run trained on other data (fingerprints {recorded} "
-                                 f"!= {data_key(bench)}): pass the data it was trained on, use another output folder, or "
-                                 f"--no-resume to overwrite it")
-        if bench is not None and not fd.exists():
-            warnings.warn(f"{out_dir}: no data record (a folder made before runs recorded their data); recording this data")
+        if bench is not None:
+            if not fd.exists(): raise RunFolderError(f"{fd} is missing, but {out} holds checkpoints: the data they were trained on "
+                                                     "is unknown — use another output folder, or --no-resume to overwrite it")
+            recorded = {s: v for s, v in read_json(fd, 'data record').items() if s != 'synth'}
+            if recorded != data_key(bench):
+                raise RunFolderError(f"{out_dir} holds a DMT run trained on other data (fingerprints {recorded} "
+                                     f"!= {data_key(bench)}): pass the data it was trained on, use another output folder, or "
+                                     f"--no-resume to overwrite it")
         _check_schedule(cfg, out, old)
     atomic_write_json(asdict(cfg), f)
-    if bench is not None: atomic_write_json(data_key(bench), fd)
+    if bench is not None: atomic_write_json({**data_key(bench), **({'synth': asdict(synth)} if synth else {})}, fd)
 
 @contextlib.contextmanager
 def out_dir_lock(out_dir):
@@ -445,8 +483,14 @@ def out_dir_lock(out_dir):
         fcntl.flock(fh, fcntl.LOCK_UN); fh.close()
 
 def validate_run(cfg: DMTConfig, bench) -> torch.Tensor:
-    """Every check that needs the data, before anything is written or trained: D_l against the training split (and at
-    least one frame left unlabeled), D_u, and batches that fit. Returns D_l's mask."""
+    """Every check that needs the data or this machine, before anything is written or trained: the device exists, the
+    CPU thread setting is valid, a given visual weights file loads into the trunk, D_l against the training split (and
+    at least one frame left unlabeled), D_u, and batches that fit. Returns D_l's mask."""
+    from avsl_nbdev.core import check_device, cpu_threads
+    from avsl_nbdev.encoders import build_visual
+    check_device(cfg.device, 'DMTConfig.device')
+    if resolve_device(cfg.device).type == 'cpu': cpu_threads()
+    if cfg.visual_weights: build_visual(cfg.visual, cfg.visual_weights)
     n = len(bench['train'])
     try: is_lab = dmt_labeled_mask(cfg, bench)
     except ConfigError as e:
@@ -498,7 +542,7 @@ def train(cfg: DMTConfig | None = None, data=None, out_dir=None, resume: bool = 
 def _train(cfg: DMTConfig, bench, out_dir, resume: bool, log, synth=None) -> dict:
     if dist_rank(): log = lambda *a, **k: None               # under torchrun, rank 0 reports
     t0 = time.perf_counter()
-    if out_dir: check_out_dir(cfg, out_dir, resume, bench)
+    if out_dir: check_out_dir(cfg, out_dir, resume, bench, synth)
     teachers, t_hist = stage1(cfg, bench, out_dir, log, resume, synth=synth)
     is_lab = dmt_labeled_mask(cfg, bench)
     key = {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION}
@@ -508,7 +552,7 @@ def _train(cfg: DMTConfig, bench, out_dir, resume: bool, log, synth=None) -> dic
     model = DualMeanTeacher(cfg, [copy.deepcopy(t) for t in teachers], total_steps=cfg.stage2_epochs * (len(ds) // cfg.batch_size))
     log(f"== stage 2: {cfg.teachers} teacher(s), filter={cfg.filter}, combine={cfg.combine}, "
         f"teacher update={cfg.teacher_update}, lambda_u={cfg.unsup_weight}, gate={cfg.conf_gate} -> {out}")
-    model, hist = fit(model, _train_cfg(cfg, cfg.stage2_epochs, cfg.seed), ds, split_dataset(bench['val']),
+    model, hist = fit(model, _train_cfg(cfg, cfg.stage2_epochs, cfg.seed, stage=2), ds, split_dataset(bench['val']),
                       out_dir=out, resume=resume, log=log, is_labeled=is_lab)
     hist_all = {'teacher_a': t_hist[0], 'stage2': hist}
     if cfg.teachers == 2: hist_all['teacher_b'] = t_hist[1]
@@ -525,9 +569,10 @@ def run_dmt(cfg: DMTConfig, synth: SynthConfig | None = None, rerun: bool = Fals
     out = run_dir('dmt-stage2', {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION})
     if (out / 'result.json').exists() and not rerun: return json.loads((out / 'result.json').read_text())
     r = train(cfg, synth, log=log)
+    log("== scoring: the stage-1 teachers and the stage-2 model on validation and test, each stage-2 network on validation")
     device = resolve_device(cfg.device)
     test, val = split_dataset(bench['test']), split_dataset(bench['val'])
-    score = lambda m, ds: evaluate(m, ds, cfg.eval_batch_size, device, cfg.num_workers, cfg.amp)
+    score = lambda m, ds: evaluate(m, ds, cfg.eval_batch_size, device, cfg.num_workers, cfg.amp, cfg.channels_last)
     res = {'dmt': asdict(cfg), 'synth': asdict(synth), 'history': r['history'], 'seconds': r['seconds'],
            'stage1': {'val': score(r['teachers'][0], val), 'test': score(r['teachers'][0], test)},
            'stage2': {'val': score(r['model'], val), 'test': score(r['model'], test)}}
@@ -694,11 +739,13 @@ def _main(argv=None):
     ap.add_argument('--baselines', action='store_true', help='--compare: add EZ-VSL and SLAVC (self-supervised, ~6 min each on 2 CPUs)')
     ap.add_argument('--demo', action='store_true', help='README command 1: train DMT (seed --seed), print it beside the committed comparison')
     a = ap.parse_args(argv)
-    if a.compare and a.seeds < 1: raise ConfigError(f"--seeds {a.seeds}: --compare needs at least one seed")
+    if a.seeds < 1: raise ConfigError(f"--seeds {a.seeds}: expected at least one seed (--compare trains seeds 0..N-1)")
+    if a.seeds != 1 and not a.compare: raise ConfigError(f"--seeds {a.seeds}: only --compare trains several seeds (one run: --seed S)")
     world = init_distributed()                              # `torchrun --nproc_per_node=N -m avsl_nbdev.dmt ...`: N processes
     if world > 1 and (a.compare or a.demo): raise ConfigError("under torchrun, train one run (--out ...); --compare and --demo run in one process")
     kw = _parse_sets(a.set)
     if a.labeled is not None:
+        if not (math.isfinite(a.labeled) and a.labeled > 0): raise ConfigError(f"--labeled {a.labeled}: expected a count >= 1 or a ratio in (0, 1)")
         if a.labeled >= 1 and a.labeled != int(a.labeled): raise ConfigError(f"--labeled {a.labeled}: a count must be a whole number")
         kw['labeled'] = int(a.labeled) if a.labeled >= 1 else a.labeled
     if (a.compare or a.demo) and a.out: raise ConfigError("--out is for training one run; --compare and --demo use the runs cache (set $AVSL_RUNS to move it)")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_encoders.ipynb #fe41270f
 from __future__ import annotations
-import time
+import dataclasses, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,15 +16,17 @@ import torchvision
 from .core import ConfigError, FileFormatError, load_torch, atomic_save, pinned_threads
 
 # %% auto #0
-__all__ = ['AUDIO_FAMILIES', 'AUDIO_LETTERS', 'VISUAL_NAMES', 'conv_bn', 'SmallCNN', 'load_local_weights', 'ResNet18Trunk',
-           'LogSpectrogram', 'BasicBlock', 'AudioResNet', 'AudioVGGish', 'AudioSoundNet', 'audio_names', 'build_visual',
-           'build_audio', 'AVEncoder', 'count_params', 'measure_throughput', 'ObjectPretrainConfig', 'object_images',
-           'pretrain_visual', 'pretrained_cnn']
+__all__ = ['AUDIO_FAMILIES', 'AUDIO_LETTERS', 'VISUAL_NAMES', 'PRETRAIN_THREADS', 'COMMITTED_CNN', 'conv_bn', 'SmallCNN',
+           'load_local_weights', 'ResNet18Trunk', 'LogSpectrogram', 'BasicBlock', 'AudioResNet', 'AudioVGGish',
+           'PolyphaseConv1d', 'AudioSoundNet', 'audio_names', 'build_visual', 'build_audio', 'AVEncoder',
+           'count_params', 'measure_throughput', 'ObjectPretrainConfig', 'object_images', 'pretrain_visual',
+           'committed_weights', 'cnn_weights_name', 'pretrained_cnn', 'write_committed_cnn']
 
 # %% ../nbs/03_encoders.ipynb #2920d0e1
-def conv_bn(cin, cout, k=3, s=1, dim=2, d=1):
+def conv_bn(cin, cout, k=3, s=1, dim=2, d=1, conv=None):
+    "Convolution (class `conv`, default `nn.Conv2d` / `nn.Conv1d` by `dim`) without bias, BatchNorm, ReLU."
     Conv, BN = (nn.Conv2d, nn.BatchNorm2d) if dim == 2 else (nn.Conv1d, nn.BatchNorm1d)
-    return nn.Sequential(Conv(cin, cout, k, s, d * (k // 2), dilation=d, bias=False), BN(cout), nn.ReLU(inplace=True))
+    return nn.Sequential((conv or Conv)(cin, cout, k, s, d * (k // 2), dilation=d, bias=False), BN(cout), nn.ReLU(inplace=True))
 
 class SmallCNN(nn.Module):
     """Five conv-BN-ReLU layers: `[B, 3, S, S] -> [B, width * 8, S/stride, S/stride]`. `stride=16`: four stride-2 layers;
@@ -112,6 +114,22 @@ class AudioVGGish(nn.Module):
         self.body, self.out_channels = nn.Sequential(*layers), chans[-1]
     def forward(self, spec): return self.body(spec).amax((-2, -1))
 
+class PolyphaseConv1d(nn.Conv1d):
+    """An `nn.Conv1d` (same weights, same output up to float rounding) computed, when it is strided, as a stride-1
+    convolution over the `stride` phases of its input: sample `s * t + r` of the input becomes sample `t` of channel
+    `r`, and kernel tap `s * j + r` becomes tap `j` of that channel. For one input channel and a long kernel —
+    SoundNet's first layer on the raw waveform — oneDNN's strided CPU kernel is slow, and this is 5 to 7 times faster."""
+    def forward(self, x):
+        s, p, K = self.stride[0], self.padding[0], self.kernel_size[0]
+        if s == 1 or self.dilation[0] != 1 or self.groups != 1 or self.padding_mode != 'zeros': return super().forward(x)
+        B, C, L = x.shape
+        n = (L + 2 * p - K) // s + 1                                   # output length of the strided convolution
+        Kp = -(-K // s)                                                # taps per phase (the kernel zero-padded to Kp * s)
+        w = F.pad(self.weight, (0, Kp * s - K)).view(self.out_channels, C, Kp, s).transpose(2, 3).reshape(self.out_channels, C * s, Kp)
+        Lp = (n - 1 + Kp) * s                                          # input samples those outputs read (padding included)
+        x = F.pad(x, (p, Lp - L - p)).view(B, C, Lp // s, s).transpose(2, 3).reshape(B, C * s, Lp // s)
+        return F.conv1d(x, w, self.bias)
+
 class AudioSoundNet(nn.Module):
     "S: SoundNet-style 1-D CNN on the raw waveform, global max pool. `wave [B, 1, L] -> [B, C]`."
     input_key = 'wave'
@@ -121,7 +139,7 @@ class AudioSoundNet(nn.Module):
         else: spec = [(16, 64, 2, 8), (32, 32, 2, 8), (64, 16, 2, 1), (128, 8, 2, 1), (256, 4, 2, 4), (512, 4, 2, 1), (1024, 4, 2, 1)]
         layers, cin = [], 1
         for c, k, s, pool in spec:
-            layers.append(conv_bn(cin, c, k=k, s=s, dim=1))
+            layers.append(conv_bn(cin, c, k=k, s=s, dim=1, conv=PolyphaseConv1d if cin == 1 else None))   # see PolyphaseConv1d
             if pool > 1: layers.append(nn.MaxPool1d(pool))
             cin = c
         self.body, self.out_channels = nn.Sequential(*layers), cin
@@ -206,11 +224,12 @@ class ObjectPretrainConfig:
         return preset_config(cls, {'tiny': dict(image_size=64, n_images=512, epochs=2, batch_size=64), 'cpu': {},
                                    'gpu': dict(image_size=224, n_images=20000, epochs=5)}, name, **kw)
 
-def object_images(cfg: ObjectPretrainConfig, start: int, stop: int):
-    "Images `[N, 3, S, S]` (ImageNet-normalised) of single objects and their category indices `[N]`."
+def _object_chunk(cfg: dict, start: int, stop: int):
+    "Images `start..stop` of `object_images` (`cfg`: the `ObjectPretrainConfig`'s fields) as uint8 `[N, S, S, 3]` and their category indices."
     import numpy as np
+    cfg = ObjectPretrainConfig(**cfg)
     from PIL import Image
-    from avsl_nbdev.data import CATEGORY_NAMES, STYLES, sprite_at, _background, IMAGENET_MEAN, IMAGENET_STD
+    from avsl_nbdev.data import CATEGORY_NAMES, STYLES, sprite_at, _background
     S, xs, ys = cfg.image_size, [], []
     for i in range(start, stop):
         rng = np.random.default_rng([cfg.seed, 99, i])                  # stream 99: never used by the benchmark's splits
@@ -220,11 +239,23 @@ def object_images(cfg: ObjectPretrainConfig, start: int, stop: int):
         img = Image.fromarray((_background(rng, S) * 255).astype(np.uint8)).convert('RGBA')
         img.alpha_composite(sp, (int(rng.integers(0, S - sp.width + 1)), int(rng.integers(0, S - sp.height + 1))))
         xs.append(np.asarray(img.convert('RGB'))); ys.append(k)
-    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
-    return x, torch.tensor(ys)
+    return np.stack(xs), np.asarray(ys)
 
-@pinned_threads('cpu')                                   # a fixed thread count: the same weights on every machine (core)
+def object_images(cfg: ObjectPretrainConfig, start: int, stop: int, workers: int | None = None, chunk: int = 1000):
+    """Images `[N, 3, S, S]` (ImageNet-normalised) of single objects and their category indices `[N]`; rendered in
+    chunks by `workers` processes (default `data.data_workers()`; each image is a pure function of its index)."""
+    import numpy as np
+    from avsl_nbdev.data import IMAGENET_MEAN, IMAGENET_STD, data_workers, worker_pool, parallel_map
+    from avsl_nbdev import encoders as mod                 # the exported function: picklable from a notebook too
+    tasks = [(dataclasses.asdict(cfg), a, min(stop, a + chunk)) for a in range(start, stop, chunk)]   # plain data for the workers
+    with worker_pool(max(1, min(workers or data_workers(), len(tasks)))) as pool: parts = parallel_map(mod._object_chunk, tasks, pool)
+    x = torch.from_numpy(np.concatenate([p[0] for p in parts])).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    return x, torch.from_numpy(np.concatenate([p[1] for p in parts]))
+
+PRETRAIN_THREADS = 2   # object pretraining always runs with 2 CPU threads, whatever AVSL_CPU_THREADS says: committed weights stay reproducible
+
+@pinned_threads('cpu', PRETRAIN_THREADS)                 # a fixed thread count: the same weights on every machine (core)
 def pretrain_visual(cfg: ObjectPretrainConfig, path, log=print) -> dict:
     "Train SmallCNN + linear classifier on `object_images`; save the trunk's state dict to `path`; return accuracies."
     from avsl_nbdev.core import seed_everything
@@ -256,10 +287,34 @@ def pretrain_visual(cfg: ObjectPretrainConfig, path, log=print) -> dict:
     atomic_save(trunk.state_dict(), path)                # a per-process temporary name: parallel notebooks may build it at once
     return {'val_accuracy': acc, 'chance': 1 / len(CATEGORY_NAMES), 'losses': losses}
 
+def committed_weights(name: str) -> Path:
+    "A weights file shipped with the package (`avsl_nbdev/weights/<name>`): pretraining that command 1 need not redo."
+    import avsl_nbdev
+    return Path(avsl_nbdev.__file__).parent / 'weights' / name
+
+COMMITTED_CNN = ('tiny', 'cpu')      # presets of ObjectPretrainConfig whose trunks are committed
+
+def cnn_weights_name(cfg: ObjectPretrainConfig) -> str:
+    from avsl_nbdev.core import config_key
+    return f'cnn-objects-{config_key(cfg)}.pt'
+
 def pretrained_cnn(cfg: ObjectPretrainConfig | None = None, log=print) -> Path:
-    "Path of the object-pretrained SmallCNN trunk for `cfg` (default: current preset), trained on first use."
-    from avsl_nbdev.core import cache_dir, config_key
+    """Path of the object-pretrained SmallCNN trunk for `cfg` (default: current preset): the committed file when the
+    package ships one for exactly this config (`COMMITTED_CNN`, written by `write_committed_cnn`), else the cache's,
+    trained on first use."""
+    from avsl_nbdev.core import cache_dir
     cfg = cfg or ObjectPretrainConfig.preset()
-    path = cache_dir() / 'weights' / f'cnn-objects-{config_key(cfg)}.pt'
+    if committed_weights(cnn_weights_name(cfg)).exists(): return committed_weights(cnn_weights_name(cfg))
+    path = cache_dir() / 'weights' / cnn_weights_name(cfg)
     if not path.exists(): pretrain_visual(cfg, path, log)
     return path
+
+def write_committed_cnn(presets=COMMITTED_CNN, log=print) -> list[Path]:
+    """Pretrain the trunks of `presets` and write them into the package (the command that made the committed files:
+    `.venv/bin/python -c "from avsl_nbdev.encoders import write_committed_cnn; write_committed_cnn()"`)."""
+    out = []
+    for p in presets:
+        cfg = ObjectPretrainConfig.preset(p)
+        log(f"object pretraining, preset {p}: {pretrain_visual(cfg, committed_weights(cnn_weights_name(cfg)), log)['val_accuracy']:.1%}")
+        out.append(committed_weights(cnn_weights_name(cfg)))
+    return out

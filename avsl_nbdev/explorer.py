@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import ConfigError, atomic_save, load_torch, read_json
+from .core import ConfigError, FileFormatError, atomic_save, load_torch, read_json
 from .data import split_dataset, KINDS, SynthConfig, denormalize
 from .metrics import SIZE_BINS, size_bin
 from .teachers import collect_maps
 from .filtering import consensus, label_quality, accepted_stats, filter_sweep
 from .ipl import combine_masks
-from .dmt import DMTConfig, train, dmt_labeled_mask
+from .dmt import DMTConfig, train, dmt_labeled_mask, read_run_config
 
 # %% auto #0
 __all__ = ['STAGES', 'NETS', 'DECISIONS', 'QUALITIES', 'SIZES', 'load_dmt_run', 'explorer_nets', 'explorer_data', 'pair_labels',
@@ -27,11 +27,18 @@ __all__ = ['STAGES', 'NETS', 'DECISIONS', 'QUALITIES', 'SIZES', 'load_dmt_run', 
 def load_dmt_run(out_dir=None, cfg: DMTConfig | None = None, data=None, log=print) -> dict:
     """A DMT run to explore, as `dmt.train` returns it. `out_dir`: a folder of `avsl_dmt --out DIR` (config read from
     `DIR/dmt_config.json`; an unfinished run is continued). Otherwise `cfg` (default: the current preset's) through the
-    cached run folders — trained in place when absent. `data`: the benchmark (or its `SynthConfig`) the run was trained on."""
+    cached run folders — trained in place when absent. `data`: the benchmark (or its `SynthConfig`) the run was trained on;
+    for a folder, by default the `SynthConfig` its `data.json` records (a folder trained on a loaded dataset, e.g. real
+    data, records none: pass `data`)."""
     if out_dir is not None:
-        f = Path(out_dir) / 'dmt_config.json'
+        f, fd = Path(out_dir) / 'dmt_config.json', Path(out_dir) / 'data.json'
         if not f.exists(): raise FileNotFoundError(f"{f} not found: {out_dir} is not a DMT run folder (written by `avsl_dmt --out DIR`)")
-        cfg = DMTConfig(**read_json(f, 'run config'))
+        cfg = DMTConfig(**read_run_config(out_dir))
+        if data is None and fd.exists():                     # the folder says which benchmark it was trained on
+            rec = read_json(fd, 'data record')
+            if 'synth' not in rec: raise ConfigError(f"{fd} records no SynthConfig (the run was trained on a loaded dataset): pass data=")
+            try: data = SynthConfig(**rec['synth'])
+            except (ConfigError, TypeError) as e: raise FileFormatError(f"data record {fd} holds no valid SynthConfig ({e})") from None
     return train(cfg or DMTConfig.preset(), data, out_dir=out_dir, log=log)
 
 # %% ../nbs/11_explorer.ipynb #fbfafe61

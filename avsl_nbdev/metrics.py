@@ -48,7 +48,7 @@ def binarize(norm: torch.Tensor, rule: str = 'absolute', thr: float = 0.5) -> to
     if rule == 'absolute': return norm >= thr
     if rule == 'median':
         flat = norm.flatten(1)
-        v = flat.sort(1).values[:, flat.shape[1] // 2]
+        v = flat.kthvalue(flat.shape[1] // 2 + 1, dim=1).values          # = sort(1).values[:, N // 2], without the sort
         return norm >= v.view(-1, *[1] * (norm.dim() - 1))
     raise ValueError(f"threshold rule = {rule!r}: expected one of {RULES}")
 
@@ -140,9 +140,10 @@ def _public_gt_batch(gt: torch.Tensor, boxes, consensus, size: int) -> torch.Ten
     return torch.stack([public_gt(b, H, W, c, size) for b, c in zip(boxes, soft)]).to(gt.device)
 
 class LocalizationMeter:
-    "Accumulate per-sample localization scores over batches; `compute()` returns the summary dict."
-    def __init__(self, thr: float = 0.5, public_size: int = PUBLIC_SIZE):
-        self.thr, self.public_size, self.rows, self.public = thr, public_size, [], []
+    """Accumulate per-sample localization scores over batches; `compute()` returns the summary dict. `public=False` skips
+    the public protocol's `median_` numbers (validation during training: selection reads the absolute rule)."""
+    def __init__(self, thr: float = 0.5, public_size: int = PUBLIC_SIZE, public: bool = True):
+        self.thr, self.public_size, self.rows, self.public, self.with_public = thr, public_size, [], [], public
 
     @torch.no_grad()
     def update(self, maps: torch.Tensor, gt: torch.Tensor, conf: torch.Tensor | None = None, boxes=None, consensus: bool | None = None):
@@ -160,7 +161,7 @@ class LocalizationMeter:
             torch.where(has, map_mse(norm, gt), torch.full_like(conf, math.nan, dtype=torch.float32)),
             (gt > 0).flatten(1).float().sum(1) * (224 * 224) / (H * W), conf.float(), has.float(),
             torch.isfinite(maps.flatten(1)).all(1).float()], 1).float())
-        self.public.append(public_ciou(maps, _public_gt_batch(gt, boxes, consensus, self.public_size)))
+        if self.with_public: self.public.append(public_ciou(maps, _public_gt_batch(gt, boxes, consensus, self.public_size)))
         return self
 
     def compute(self) -> dict:
@@ -169,16 +170,18 @@ class LocalizationMeter:
         if not finite.all():
             raise NonFiniteMapError(f"LocalizationMeter: {int((finite == 0).sum())} of {len(finite)} maps are non-finite (NaN or inf) — "
                                     "a diverged model; they are not scored as predictions")
-        pub = torch.cat(self.public).cpu()
-        ap, auc = ap50_auc(abs_c); map_, mauc = ap50_auc(pub, public=True)
+        ap, auc = ap50_auc(abs_c)
         out = dict(n=int(has.sum()), ciou50=ap, auc=auc, mean_ciou=float(np.nanmean(abs_c.numpy())) if has.any() else math.nan,
-                   mse=float(np.nanmean(mse.numpy())) if has.any() else math.nan, median_ciou50=map_, median_auc=mauc)
+                   mse=float(np.nanmean(mse.numpy())) if has.any() else math.nan)
+        if self.with_public:
+            pub = torch.cat(self.public).cpu()
+            out['median_ciou50'], out['median_auc'] = ap50_auc(pub, public=True)
         bins = size_bin(area)
         for k, (name, _, _) in enumerate(SIZE_BINS):
             sel = (bins == k) & has.bool()
             out[f'{name}_n'] = int(sel.sum()); out[f'{name}_ciou50'] = ap50_auc(abs_c[sel])[0]
         out.update(n_no_source=int((1 - has).sum()), **false_positives(conf, has))
-        out.update(median_mean_ciou=float(pub.mean()) if len(pub) else math.nan, median_n=len(pub))
+        if self.with_public: out.update(median_mean_ciou=float(pub.mean()) if len(pub) else math.nan, median_n=len(pub))
         return out
 
 def evaluate_maps(maps, gt, conf=None, thr: float = 0.5, boxes=None, consensus: bool | None = None) -> dict:

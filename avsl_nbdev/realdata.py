@@ -47,19 +47,22 @@ class RealAudioConfig:
     @property
     def n_samples(self) -> int: return int(round(self.sample_rate * self.seconds))
 
-def load_wav(path, cfg: RealAudioConfig = RealAudioConfig()) -> np.ndarray:
-    "Mono float32 waveform of a WAV/FLAC file at `cfg.sample_rate` (resampled if needed), centre `cfg.seconds` (tiled if shorter)."
+def load_wav(path, cfg: RealAudioConfig = RealAudioConfig(), info: dict | None = None) -> np.ndarray:
+    """Mono float32 waveform of a WAV/FLAC file at `cfg.sample_rate` (resampled if needed), centre `cfg.seconds` (tiled
+    if shorter, as EZ-VSL's preprocessing does: `info['tiled']` says whether it was). Non-finite samples are an error."""
     import soundfile as sf
     path = Path(path)
     if not path.exists(): raise RealDataError(f"{path}: audio file not found")
     try: x, sr = sf.read(str(path), dtype='float32', always_2d=True)
     except Exception as e: raise RealDataError(f"{path}: unreadable audio ({type(e).__name__}: {e})") from e
     if len(x) == 0: raise RealDataError(f"{path}: audio file has no samples")
+    if not np.isfinite(x).all(): raise RealDataError(f"{path}: audio has {int((~np.isfinite(x)).sum())} non-finite samples (NaN or inf)")
     x = x.mean(1)
     if sr != cfg.sample_rate:
         import torchaudio
         x = torchaudio.functional.resample(torch.from_numpy(x), sr, cfg.sample_rate).numpy()
     n = cfg.n_samples
+    if info is not None: info['tiled'] = len(x) < n
     if len(x) < n: x = np.tile(x, -(-n // len(x)))
     start = (len(x) - n) // 2
     return np.ascontiguousarray(x[start:start + n], dtype=np.float32)
@@ -194,7 +197,7 @@ class RealAVDataset(torch.utils.data.Dataset):
             ids = list(dict.fromkeys(ids))
         # annotated: True (every clip has boxes), False (none: an unlabeled list) or the ids that have boxes (e.g. a D_l list)
         self.annotated = set(ids) if annotated is True else set() if annotated is False else set(annotated)
-        self.audio, self.on_error = audio, on_error
+        self.audio, self.on_error, self.tiled = audio, on_error, set()
         # audio_cache: a folder for the decoded 3-s waveform and its spectrogram (float16), written on first use
         self.audio_cache = Path(audio_cache) / f'audio-{config_key(asdict(audio))}' if audio_cache else None
         self.tf = image_transform(view, image_size, aug)
@@ -284,16 +287,27 @@ class RealAVDataset(torch.utils.data.Dataset):
         f = self.audio_cache / f'{i}.npz' if self.audio_cache else None
         if f is not None and f.exists():
             try:
-                with np.load(f) as z: wave, spec = z['wave'].astype(np.float32), z['spec'].astype(np.float32)
+                with np.load(f) as z: wave, spec, tiled = z['wave'].astype(np.float32), z['spec'].astype(np.float32), bool(z['tiled'])
             except Exception as e:
                 raise RealDataError(f"{f}: corrupt audio cache file ({type(e).__name__}: {e}) — delete it to rebuild it") from None
+            self._note_tiled(i, tiled)
             return torch.from_numpy(wave)[None], torch.from_numpy(spec)
-        wave = load_wav(self._paths(i)['audio'], self.audio)
+        info = {}
+        wave = load_wav(self._paths(i)['audio'], self.audio, info)
+        self._note_tiled(i, info['tiled'])
         spec = ezvsl_spectrogram(wave, self.audio)
         if f is not None:
-            atomic_savez(f, wave=wave.astype(np.float16), spec=spec.numpy().astype(np.float16))
+            atomic_savez(f, wave=wave.astype(np.float16), spec=spec.numpy().astype(np.float16), tiled=np.bool_(info['tiled']))
             wave, spec = wave.astype(np.float16).astype(np.float32), spec.half().float()   # first use = later uses
         return torch.from_numpy(wave)[None], spec
+
+    def _note_tiled(self, i: str, tiled: bool):
+        "Count clips shorter than `audio.seconds` (tiled by `load_wav`); the first one is said once per dataset (`validate` gives the count)."
+        if not tiled or i in self.tiled: return
+        self.tiled.add(i)
+        if len(self.tiled) == 1:
+            warnings.warn(f"{self._paths(i)['audio']} is shorter than {self.audio.seconds:g} s and was tiled to that length (EZ-VSL's "
+                          "preprocessing repeats short audio); further short clips are counted in `dataset.tiled`")
 
     def validate(self) -> list[str]:
         "Decode every sample once (before taking subsets); ids that fail raise, or under `on_error='skip'` are dropped with a warning."
@@ -305,6 +319,8 @@ class RealAVDataset(torch.utils.data.Dataset):
             except RealDataError as e:
                 if self.on_error == 'raise': raise
                 bad[i] = str(e)
+        if self.tiled:
+            warnings.warn(f"{self.root}: {len(self.tiled)} of {len(self.ids)} clips are shorter than {self.audio.seconds:g} s and were tiled")
         if bad:
             warnings.warn(f"{self.root}: {len(bad)} of {len(self.ids)} samples could not be decoded — skipped "
                           f"({'; '.join(list(bad.values())[:3])})")

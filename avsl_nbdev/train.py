@@ -12,7 +12,7 @@ import torch
 
 from .core import (ConfigError, check_config, seed_everything, preset_config, current_preset, cache_dir, config_key,
                             dist_world, dist_rank, dist_sum, FileFormatError, load_torch, atomic_save, pinned_threads,
-                            atomic_write_json, atomic_write_text)
+                            atomic_write_json, atomic_write_text, native_bf16, check_device)
 from .data import collate_av, labeled_subset, load_benchmark, AVSLDataset, SynthConfig
 from .metrics import LocalizationMeter
 from .contrastive import ModelConfig, build_model
@@ -40,8 +40,8 @@ class TrainConfig:
     select_on: str = 'auc'               # validation metric for model selection
     num_workers: int = 2                 # DataLoader workers (0 = load in the main process)
     device: str = 'auto'                 # 'auto' = cuda if available
-    amp: bool = True                     # bf16 autocast on CUDA
-    channels_last: bool = True           # on CUDA
+    amp: bool = True                     # bf16 autocast on CUDA and on CPUs with native bf16 (core.native_bf16)
+    channels_last: bool = True           # channels-last images and spectrograms
     eval_batch_size: int = 128
 
     def __post_init__(self):
@@ -84,14 +84,17 @@ def labeled_mask(n: int, labeled, seed: int = 0) -> torch.Tensor:
     return mask
 
 def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
-    "Move the tensors of a batch (non-blocking); images optionally to channels-last."
+    "Move the tensors of a batch (non-blocking); images and spectrograms `[B, C, H, W]` optionally to channels-last."
     out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-    if channels_last and 'image' in out: out['image'] = out['image'].contiguous(memory_format=torch.channels_last)
+    if channels_last:
+        for k in ('image', 'spec'):
+            if k in out and out[k].dim() == 4: out[k] = out[k].contiguous(memory_format=torch.channels_last)
     return out
 
 def autocast(device: torch.device, enabled: bool = True):
-    "bf16 autocast on CUDA; a no-op elsewhere (CPU bf16 is slower than fp32 on most CPUs)."
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == 'cuda')
+    "bf16 autocast on CUDA and on CPUs that multiply bf16 natively (`core.native_bf16`); fp32 elsewhere, where bf16 is emulated and slow."
+    on = enabled and (device.type == 'cuda' or (device.type == 'cpu' and native_bf16()))
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
 
 # %% ../nbs/04b_train.ipynb #082329ed
 def epoch_seed(seed: int, epoch: int) -> int: return seed * 100_003 + epoch
@@ -120,14 +123,18 @@ def localize(model, batch) -> tuple:
     return model.localize(batch) if hasattr(model, 'localize') else (model.maps(batch), None)
 
 @torch.no_grad()
-def evaluate(model, ds, batch_size: int = 128, device='cpu', num_workers: int = 0, amp: bool = True) -> dict:
-    "Localization metrics of `model`'s maps and confidences (`localize`) on an `AVSLDataset` (see `metrics.LocalizationMeter`)."
+def evaluate(model, ds, batch_size: int = 128, device='cpu', num_workers: int = 0, amp: bool = True,
+             channels_last: bool = True, public: bool = True) -> dict:
+    """Localization metrics of `model`'s maps and confidences (`localize`) on an `AVSLDataset` (see `metrics.LocalizationMeter`);
+    `channels_last` puts the model's weights and the batches in that layout (the trainer's, see `TrainConfig`); `public=False`
+    leaves out the public protocol's `median_` numbers (what validation during training does)."""
     device = torch.device(device)
     was = model.training; model.eval()
-    meter = LocalizationMeter()
+    if channels_last: model.to(memory_format=torch.channels_last)
+    meter = LocalizationMeter(public=public)
     with pinned_threads(device):
         for b in make_loader(ds, batch_size, False, num_workers, device=device):
-            b = to_device(b, device)
+            b = to_device(b, device, channels_last)
             with autocast(device, amp): maps, conf = localize(model, b)
             meter.update(maps.float(), b['mask'], conf, boxes=b['boxes'])   # boxes: the public protocol's ground truth
     model.train(was)
@@ -150,11 +157,14 @@ def load_checkpoint(path, map_location='cpu', keys=('model',)) -> dict:
     return ck
 
 def check_finite(model, loss: torch.Tensor, epoch: int, lr: float):
-    "Raise `FloatingPointError` when the epoch's summed loss or any weight of `model` is not finite (one host sync)."
-    ok = torch.stack([torch.isfinite(loss).all()] + [torch.isfinite(p).all() for p in model.parameters()]).all()
+    """Raise `FloatingPointError` when the epoch's summed loss, any weight or any BatchNorm running statistic of `model`
+    is not finite (a diverged step can leave the statistics infinite while the weights stay finite; one host sync)."""
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    state = list(model.parameters()) + [s for m in bn for s in (m.running_mean, m.running_var) if s is not None]
+    ok = torch.stack([torch.isfinite(loss).all()] + [torch.isfinite(p).all() for p in state]).all()
     if not bool(ok):
-        raise FloatingPointError(f"training diverged at epoch {epoch}: non-finite loss or weights (learning rate {lr:g}); "
-                                 "nothing of this epoch was saved — lower the learning rate")
+        raise FloatingPointError(f"training diverged at epoch {epoch}: non-finite loss, weights or BatchNorm statistics "
+                                 f"(learning rate {lr:g}); nothing of this epoch was saved — lower the learning rate")
 
 # %% ../nbs/04b_train.ipynb #8795d0b3
 def _write_history(out: Path, history: list):
@@ -186,7 +196,7 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
     1/N share of every batch (`shard_order`), DDP averages gradients, contrastive losses see the global batch
     (`core.gather_batch`), BatchNorm is synchronised on GPUs, and rank 0 alone logs and writes checkpoints.
     """
-    device = resolve_device(cfg.device)
+    device = resolve_device(check_device(cfg.device, 'TrainConfig.device'))   # before anything is written
     with pinned_threads(device):                              # CPU: a fixed thread count (core: threads decide the last bits)
         return _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled, device)
 
@@ -198,7 +208,7 @@ def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled
     seed_everything(cfg.seed)
     model.to(device)
     if world > 1 and device.type == 'cuda': model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if cfg.channels_last and device.type == 'cuda': model.to(memory_format=torch.channels_last)
+    if cfg.channels_last: model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     pool = len(getattr(train_ds, 'hf', train_ds))            # D_l is defined over the whole stored training split
     is_lab = (is_labeled if is_labeled is not None else labeled_mask(pool, cfg.labeled, cfg.labeled_seed)).to(device)
@@ -217,6 +227,7 @@ def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled
                               f"would return the longer-trained model — use another out_dir")
         if 'sched' in ck: sched.load_state_dict(ck['sched'])
         start, history, best = ck['epoch'], ck['history'], ck['best']
+        if rank == 0: _write_history(out, history)           # the history files are part of the run: restored if deleted
         log(f"resumed from {out / 'last.pt'} at epoch {start}")
     runner = _Step(model, step_fn or (lambda m, b, lab: m.losses(b, lab)))
     if world > 1:                                             # DDP averages the gradients of the processes in backward()
@@ -247,7 +258,8 @@ def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled
                 torch.distributed.broadcast(buf, 0)           # rank 0's, so that every process evaluates and keeps one model
         row = {'epoch': epoch + 1, **{f'train_{k}': (v / n).item() for k, v in sums.items()}}
         if hasattr(model, 'epoch_stats'): row.update({f'train_{k}': v for k, v in model.epoch_stats().items()})
-        row.update({f'val_{k}': v for k, v in evaluate(model, val_ds, cfg.eval_batch_size, device, cfg.num_workers, cfg.amp).items()})
+        row.update({f'val_{k}': v for k, v in evaluate(model, val_ds, cfg.eval_batch_size, device, cfg.num_workers, cfg.amp, cfg.channels_last,
+                                                               public=False).items()})
         row['seconds'] = time.perf_counter() - t0
         if device.type == 'cpu': row['cpu_threads'] = torch.get_num_threads()
         history.append(row)
@@ -263,8 +275,9 @@ def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled
             atomic_save({'model': model.state_dict(), 'opt': opt.state_dict(), 'sched': sched.state_dict(), 'steps': steps, 'epoch': epoch + 1,
                          'history': history, 'best': best}, out / 'last.pt')
             _write_history(out, history)
+        left = (cfg.epochs - epoch - 1) * sum(r['seconds'] for r in history[start:]) / (epoch + 1 - start)
         log(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.3f}  val cIoU@0.5 {row['val_ciou50']:.3f}  "
-            f"AUC {row['val_auc']:.3f}{'  *' if improved else ''}  ({row['seconds']:.0f} s)")
+            f"AUC {row['val_auc']:.3f}{'  *' if improved else ''}  ({row['seconds']:.0f} s{f'; about {left / 60:.1f} min left' if left else ''})")
     if best_state is None and out and (out / 'best.pt').exists():
         best_state = load_checkpoint(out / 'best.pt', device)['model']
     if best_state is not None: model.load_state_dict(best_state)
@@ -295,7 +308,8 @@ def run(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, synth_cfg: Sy
                          out_dir=out, log=log)
     best = max(history, key=lambda r: r[f'val_{train_cfg.select_on}'])
     device = resolve_device(train_cfg.device)
-    test = evaluate(model, AVSLDataset(bench['test']), train_cfg.eval_batch_size, device, train_cfg.num_workers, train_cfg.amp)
+    test = evaluate(model, AVSLDataset(bench['test']), train_cfg.eval_batch_size, device, train_cfg.num_workers, train_cfg.amp,
+                    train_cfg.channels_last)
     res = dict(name=name, **cfgs, history=history, best_epoch=best['epoch'],
                val={k[4:]: v for k, v in best.items() if k.startswith('val_')}, test=test,
                train_seconds=time.perf_counter() - t0)

@@ -21,9 +21,11 @@ if [ "$before" != "$after" ]; then
 fi
 echo "nbdev hygiene: ok ($(( $(date +%s) - start )) s)"
 
-# Two notebooks run side by side, one per core: each kernel gets one thread. Two kernels with two OpenMP threads each on
-# two cores spin against each other (measured: a tiny calibration grid takes 117 s per process that way, 14 s with
-# one thread each, 15 s alone with two).
+# Two notebooks run side by side, one per core: each kernel gets one thread (OpenMP and the trainer's pinned
+# `AVSL_CPU_THREADS`, whose default is 2). Two kernels with two threads each on two cores spin against each other
+# (measured: a tiny calibration grid takes 117 s per process that way, 14 s with one thread each, 15 s alone with two).
+# The tests' tiny models gain nothing from a second thread, and some tests start two processes: one thread everywhere.
+export AVSL_CPU_THREADS=1
 OMP_NUM_THREADS=1 $BIN/nbdev_test --n_workers 2 --timing
 echo "nbdev_test: ok ($(( $(date +%s) - start )) s)"
 

@@ -42,7 +42,22 @@ def test_object_images_are_deterministic_and_pretraining_learns(tmp_path):
     x1, y1 = object_images(cfg, 0, 8)
     x2, y2 = object_images(cfg, 0, 8)
     assert torch.equal(x1, x2) and torch.equal(y1, y2) and x1.shape == (8, 3, 64, 64)
+    x3, y3 = object_images(cfg, 0, 40, workers=2, chunk=16)             # rendered by two worker processes
+    x4, y4 = object_images(cfg, 0, 40, workers=1)
+    assert torch.equal(x3, x4) and torch.equal(y3, y4) and torch.equal(x3[:8], x1)
     stats = pretrain_visual(cfg, tmp_path / 'cnn.pt', log=lambda s: None)
     assert stats['losses'][-1] < stats['losses'][0]
     assert (tmp_path / 'cnn.pt').exists() and not (tmp_path / 'cnn.pt.tmp').exists()
     build_visual('cnn', weights=tmp_path / 'cnn.pt')
+
+
+def test_committed_trunks_are_used_without_training(tmp_path, monkeypatch):
+    import avsl_nbdev.encoders as enc
+    monkeypatch.setenv('AVSL_CACHE', str(tmp_path))                      # an empty cache: nothing to find there
+    monkeypatch.setattr(enc, 'pretrain_visual', lambda *a, **k: pytest.fail('pretrained instead of using the committed file'))
+    for p in enc.COMMITTED_CNN:
+        cfg = ObjectPretrainConfig.preset(p)
+        path = enc.pretrained_cnn(cfg)
+        assert path == enc.committed_weights(enc.cnn_weights_name(cfg)) and path.stat().st_size > 5e5
+        build_visual('cnn', weights=path)
+    assert not (tmp_path / 'weights').exists()
