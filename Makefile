@@ -5,7 +5,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test install
+.PHONY: demo test install readme
 demo: $(STAMP)
 	$(BIN)/avsl_dmt --preset cpu --demo
 
@@ -13,6 +13,10 @@ test: $(STAMP)
 	bash tests/run_suite.sh
 
 install: $(STAMP)
+
+# README.md is nbs/index.ipynb rendered (the test suite checks that it is current).
+readme: $(STAMP)
+	$(BIN)/python tests/render_readme.py
 
 $(STAMP): settings.ini setup.py
 	$(PY) -m venv $(VENV)

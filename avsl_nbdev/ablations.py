@@ -13,8 +13,8 @@ import torch
 
 from .core import ConfigError, check_config, current_preset, repo_root, atomic_write_json
 from .data import SynthConfig, AVSLDataset, load_benchmark
-from .train import TrainConfig, run as train_run, run_dir, load_run_model, mean_std_table
-from .dmt import DMTConfig, run_dmt, teacher_runs, stage1, dmt_key, data_key, CODE_VERSION, _model_cfgs
+from .train import TrainConfig, run as train_run, run_folder, load_run_model, mean_std_table
+from .dmt import DMTConfig, run_dmt, teacher_runs, stage1, dmt_key, stage2_folder, _model_cfgs
 
 # %% auto #0
 __all__ = ['COMPONENTS', 'AUDIO', 'METRICS', 'CURVE_COLS', 'TRIVIAL_STYLE', 'component', 'AblationConfig', 'pair_config', 'plan',
@@ -216,13 +216,13 @@ def _units(a: AblationConfig, rows: list[dict]) -> tuple[dict, dict, list]:
             for k, _, _, out, _ in teacher_runs(c, bench): teachers.setdefault(str(out), (c, k, _finished(out, c.stage1_epochs)))
             key = json.dumps(dmt_key(c), sort_keys=True)
             if key not in runs:
-                done = (run_dir('dmt-stage2', {'dmt': dmt_key(c), 'data': data_key(bench), 'code': CODE_VERSION}) / 'result.json').exists()
+                done = (stage2_folder(c, bench) / 'result.json').exists()
                 runs[key] = (('dmt', asdict(synth), {'cfg': asdict(c)}), done)
         else:
             m, t = baseline_configs(a, r['baseline'], r['seed'])
             key = f"{r['baseline']}/{r['seed']}"
             if key not in runs:
-                done = (run_dir(r['baseline'], {'synth': asdict(synth), 'model': asdict(m), 'train': asdict(t)}) / 'result.json').exists()
+                done = (run_folder(r['baseline'], synth, m, t) / 'result.json').exists()
                 runs[key] = (('baseline', asdict(synth), {'name': r['baseline'], 'model': asdict(m), 'train': asdict(t)}), done)
         key_of.append(key)
     return teachers, runs, key_of
@@ -460,8 +460,8 @@ def backbone_frame(df) -> tuple:
     return d, [v for m in ('EZ-VSL', 'SLAVC') for v in names if v.startswith(m + ' ')]
 
 def main(argv=None):
-    "Command line: `python -m avsl_nbdev.ablations --preset cpu` (also `avsl_ablations`); an error is one line (`dmt.cli_errors`)."
-    from avsl_nbdev.dmt import cli_errors
+    "Command line: `python -m avsl_nbdev.ablations --preset cpu` (also `avsl_ablations`); an error is one line (`core.cli_errors`)."
+    from avsl_nbdev.core import cli_errors
     return cli_errors('avsl_ablations', _main, argv)
 
 def _main(argv=None):

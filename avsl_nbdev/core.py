@@ -12,10 +12,10 @@ import torch
 
 # %% auto #0
 __all__ = ['PRESETS', 'WEIGHT_MAX', 'in_test', 'current_preset', 'preset_config', 'ConfigError', 'check_device', 'check_config',
-           'config_key', 'cache_dir', 'repo_root', 'FileFormatError', 'atomic_write', 'atomic_write_json',
-           'atomic_write_text', 'atomic_save', 'atomic_savez', 'read_json', 'load_torch', 'seed_everything',
-           'cpu_threads', 'pinned_threads', 'native_bf16', 'notebook_setup', 'dist_world', 'dist_rank', 'gather_batch',
-           'init_distributed', 'dist_sum']
+           'config_key', 'cache_dir', 'repo_root', 'FileFormatError', 'RealDataError', 'atomic_write',
+           'atomic_write_json', 'atomic_write_text', 'atomic_save', 'atomic_savez', 'read_json', 'load_torch',
+           'cli_errors', 'seed_everything', 'cpu_threads', 'pinned_threads', 'native_bf16', 'notebook_setup',
+           'dist_world', 'dist_rank', 'gather_batch', 'init_distributed', 'dist_sum']
 
 # %% ../nbs/00_core.ipynb #13208926
 PRESETS = ('tiny', 'cpu', 'gpu')
@@ -122,6 +122,9 @@ def repo_root(start=None) -> Path:
 class FileFormatError(RuntimeError):
     "A file exists but cannot be read as what it should be; the message names the file."
 
+class RealDataError(ValueError):
+    "A file of a real dataset is missing, unreadable or malformed; the message names it (see the real-data chapter)."
+
 def atomic_write(path, write) -> Path:
     "Call `write(tmp)` on a per-process temporary file next to `path`, then rename it to `path`; on failure nothing stays behind."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +171,20 @@ def load_torch(path, what: str = 'file', weights_only: bool = True, map_location
     except Exception as e:
         raise FileFormatError(f"{what} {path} is unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
                               "delete it, or replace it with a file written by torch.save") from None
+
+# %% ../nbs/00_core.ipynb #02d54559
+def cli_errors(prog: str, fn, *args, **kwargs):
+    "Run a command line's body `fn(*args, **kwargs)`, turning the errors above into one line on stderr and an exit code (2 or 1)."
+    import sys
+    one_line = lambda e: ' '.join(str(e).split())
+    try: return fn(*args, **kwargs)
+    except (ConfigError, RealDataError, FileFormatError, FileNotFoundError) as e:
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr); raise SystemExit(2) from None
+    except OSError as e:                                     # e.g. a full disk: `atomic_write` names the file
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr); raise SystemExit(1) from None
+    except (FloatingPointError, RuntimeError) as e:
+        if not isinstance(e, FloatingPointError) and 'non-finite' not in str(e): raise
+        print(f"{prog}: training diverged: {one_line(e)}", file=sys.stderr); raise SystemExit(1) from None
 
 # %% ../nbs/00_core.ipynb #9f5887d8
 def seed_everything(seed: int) -> int:

@@ -19,7 +19,7 @@ from .data import (SOUNDING, CATEGORY_NAMES, STYLES, SynthConfig, AudioConfig, L
                              render_clip, pink_noise, sprite_at, _background, IMAGENET_MEAN, IMAGENET_STD, load_benchmark)
 from .encoders import AudioVGGish, SmallCNN, ResNet18Trunk, ObjectPretrainConfig, pretrained_cnn, conv_bn
 from .contrastive import ModelConfig, build_model
-from .train import (TrainConfig, fit, evaluate, resolve_device, run, run_dir,
+from .train import (TrainConfig, fit, evaluate, resolve_device, run, run_folder, result_folder, load_checkpoint,
                              baseline_configs, baseline_grid)
 
 # %% auto #0
@@ -413,10 +413,7 @@ def run_distill(name: str, mcfg: ModelConfig, tcfg: TrainConfig, scfg: SynthConf
 
 def load_distill_model(res: dict):
     "The validation-selected *student* of a finished hinted run — no teachers, no projection."
-    cfgs = {k: res[k] for k in ('synth', 'model', 'train', 'distill')}
-    f = run_dir(res['name'], cfgs) / 'best.pt'
-    try: ck = torch.load(f, map_location='cpu', weights_only=False)
-    except Exception as e: raise ValueError(f"{f}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    ck = load_checkpoint(result_folder(res, extra=('distill',)) / 'best.pt')
     student = build_model(ModelConfig(**res['model']))
     student.load_state_dict({k[len('student.'):]: v for k, v in ck['model'].items() if k.startswith('student.')})
     return student.eval()
@@ -434,8 +431,8 @@ def distill_grid(preset: str | None = None, seeds=(0, 1, 2), names=None, log=pri
         for name in names or VARIANTS:
             args = (name, mcfg, tcfg, synth, DistillConfig.preset(preset, **VARIANTS[name]))
             if only_finished:
-                cfgs = {'synth': asdict(args[3]), 'model': asdict(mcfg), 'train': asdict(args[2]), 'distill': asdict(args[4])}
-                if not (run_dir(name, cfgs) / 'result.json').exists(): log(f"not finished: {name}, seed {seed}"); continue
+                if not (run_folder(name, synth, mcfg, tcfg, {'distill': asdict(args[4])}) / 'result.json').exists():
+                    log(f"not finished: {name}, seed {seed}"); continue
             log(f"== {name}, seed {seed}")
             out.append(run_distill(*args, log=log))
     return out

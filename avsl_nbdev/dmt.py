@@ -13,11 +13,11 @@ import torch
 import torch.nn as nn
 
 from .core import (PRESETS, ConfigError, check_config, preset_config, seed_everything, config_key, dist_sum, dist_rank, dist_world,
-                             init_distributed, atomic_write_json, read_json, FileFormatError)
+                             init_distributed, atomic_write_json, read_json, FileFormatError, cli_errors)
 from .data import AVSLDataset, SynthConfig, load_benchmark, split_dataset, labeled_subset
 from .metrics import minmax, upsample
 from .contrastive import ModelConfig, METHODS, build_model
-from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, mean_std_table
+from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, run_folder, mean_std_table
 from .teachers import teacher_configs, train_teacher, mask_iou
 from .filtering import pseudo_masks, label_quality, confidence_threshold
 from .ipl import combine_masks, COMBINE
@@ -27,9 +27,9 @@ from .encoders import VISUAL_NAMES, AUDIO_FAMILIES, AUDIO_LETTERS, audio_names
 # %% auto #0
 __all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'ENCODER_FIELDS', 'PL_STATS', 'CONF_RING', 'RESUMABLE', 'STAGE_DIRS',
            'SCORE_COLS', 'HELDOUT', 'DMTConfig', 'data_key', 'dmt_labeled_mask', 'dmt_key', 'warm_start_runs',
-           'teacher_runs', 'stage1', 'DualMeanTeacher', 'RunFolderError', 'read_run_config', 'check_out_dir',
-           'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt', 'committed_baselines',
-           'encoder_fields', 'compare', 'heldout', 'comparison_file', 'demo', 'cli_errors', 'main']
+           'teacher_runs', 'stage2_folder', 'stage1', 'DualMeanTeacher', 'RunFolderError', 'read_run_config',
+           'check_out_dir', 'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt', 'committed_baselines',
+           'encoder_fields', 'compare', 'heldout', 'comparison_file', 'demo', 'main']
 
 # %% ../nbs/09_dmt.ipynb #9961caca
 EVAL_NETS = ('teacher_a', 'teacher_b', 'student_a', 'student_b', 'teachers')
@@ -59,7 +59,7 @@ class DMTConfig:
     teacher_update: str = 'ema'           # 'ema' | 'frozen' (stage-1 teachers) | 'copy' (teacher = student)
     ema: float = 0.99                     # EMA decay alpha
     box_weight: float = 1.0               # localization loss (boxes and pseudo-labels)
-    unsup_weight: float | None = 3.0      # lambda_u of the pseudo-label box term (chosen on validation); None: boxes and pseudo-labels in one mean (first version)
+    unsup_weight: float | None = 3.0      # lambda_u of the pseudo-label box term (chosen on validation); None: boxes and pseudo-labels in one mean
     unsup_rampup: float = 0.0             # share of stage-2 steps over which lambda_u rises as exp(-5 (1 - t)^2); 0: none
     conf_gate: float | None = None        # reject unlabeled frames a teacher is less sure of than this quantile of its labeled confidences (None: off)
     contrastive_weight: float = 1.0       # the base method's contrastive loss
@@ -217,14 +217,19 @@ def teacher_runs(cfg: DMTConfig, bench, out_dir=None, synth=None) -> list[tuple]
 
 def _warm_dir(w: tuple, synth) -> Path:
     name, m, t = w
-    return run_dir(name, {'synth': asdict(synth), 'model': asdict(m), 'train': asdict(t)})
+    return run_folder(name, synth, m, t)
 
-def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True, which: str = 'ab', synth=None):
+def stage2_folder(cfg: DMTConfig, bench) -> Path:
+    "The run-cache folder of a DMT run's stage 2 (and its `result.json`): the one place the stage-2 key is built."
+    return run_dir('dmt-stage2', {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION})
+
+def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True, which: str = 'ab', synth=None,
+           is_lab: torch.Tensor | None = None):
     """Train (or load) the stage-1 teachers (`which`: both, or only 'a' / 'b'); returns `(teachers, histories)`. With
     `cfg.warm_start`, `synth` (the benchmark's `SynthConfig`) names the self-supervised runs the teachers start from
     (`warm_start_runs`; trained first when not cached)."""
     from avsl_nbdev.train import run, load_run_model
-    is_lab = dmt_labeled_mask(cfg, bench)
+    is_lab = dmt_labeled_mask(cfg, bench) if is_lab is None else is_lab    # `train` passes the mask it checked
     teachers, hists = [], []
     for k, mcfg, tcfg, out, w in teacher_runs(cfg, bench, out_dir, synth):
         if k not in which: continue
@@ -534,19 +539,17 @@ def train(cfg: DMTConfig | None = None, data=None, out_dir=None, resume: bool = 
     cfg = cfg or DMTConfig.preset()
     synth = data if isinstance(data, SynthConfig) else (SynthConfig.preset() if data is None else None)
     bench = load_benchmark(synth) if synth is not None else data
-    validate_run(cfg, bench)                                  # before anything is written
+    is_lab = validate_run(cfg, bench)                         # before anything is written
     if cfg.warm_start: warm_start_runs(cfg, synth)            # refused unless the data came as a SynthConfig
-    if not out_dir or dist_rank(): return _train(cfg, bench, out_dir, resume, log, synth)
-    with out_dir_lock(out_dir): return _train(cfg, bench, out_dir, resume, log, synth)
+    if not out_dir or dist_rank(): return _train(cfg, bench, out_dir, resume, log, synth, is_lab)
+    with out_dir_lock(out_dir): return _train(cfg, bench, out_dir, resume, log, synth, is_lab)
 
-def _train(cfg: DMTConfig, bench, out_dir, resume: bool, log, synth=None) -> dict:
+def _train(cfg: DMTConfig, bench, out_dir, resume: bool, log, synth, is_lab: torch.Tensor) -> dict:
     if dist_rank(): log = lambda *a, **k: None               # under torchrun, rank 0 reports
     t0 = time.perf_counter()
     if out_dir: check_out_dir(cfg, out_dir, resume, bench, synth)
-    teachers, t_hist = stage1(cfg, bench, out_dir, log, resume, synth=synth)
-    is_lab = dmt_labeled_mask(cfg, bench)
-    key = {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION}
-    out = Path(out_dir) / 'stage2' if out_dir else run_dir('dmt-stage2', key)
+    teachers, t_hist = stage1(cfg, bench, out_dir, log, resume, synth=synth, is_lab=is_lab)
+    out = Path(out_dir) / 'stage2' if out_dir else stage2_folder(cfg, bench)
     ds = split_dataset(bench['train'], 'weak', stage2_indices(is_lab, cfg.labeled_frac, cfg.unlabeled, cfg.labeled_seed))
     seed_everything(cfg.seed)
     model = DualMeanTeacher(cfg, [copy.deepcopy(t) for t in teachers], total_steps=cfg.stage2_epochs * (len(ds) // cfg.batch_size))
@@ -566,7 +569,7 @@ def run_dmt(cfg: DMTConfig, synth: SynthConfig | None = None, rerun: bool = Fals
     "Train (or load) one DMT run and score it on test; returns a JSON-able dict with histories and val/test metrics."
     synth = synth or SynthConfig.preset()
     bench = load_benchmark(synth)
-    out = run_dir('dmt-stage2', {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION})
+    out = stage2_folder(cfg, bench)
     if (out / 'result.json').exists() and not rerun: return json.loads((out / 'result.json').read_text())
     r = train(cfg, synth, log=log)
     log("== scoring: the stage-1 teachers and the stage-2 model on validation and test, each stage-2 network on validation")
@@ -705,21 +708,6 @@ def _parse_sets(items) -> dict:
             try: out[k] = ast.literal_eval(v)
             except (ValueError, SyntaxError): out[k] = v
     return out
-
-def cli_errors(prog: str, fn, *args, **kwargs):
-    """Run a command line's body: a configuration or data error prints one line `prog: error: ...` and exits 2; a
-    diverged training (`FloatingPointError`, or a `RuntimeError` saying 'non-finite') prints one line and exits 1. A
-    missing or unreadable file is a data error (exit 2); a failed write (a full disk) prints its one line and exits 1."""
-    from avsl_nbdev.realdata import RealDataError
-    one_line = lambda e: ' '.join(str(e).split())
-    try: return fn(*args, **kwargs)
-    except (ConfigError, RealDataError, FileFormatError, FileNotFoundError) as e:
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr); raise SystemExit(2) from None
-    except OSError as e:                                     # e.g. a full disk: `core.atomic_write` names the file
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr); raise SystemExit(1) from None
-    except (FloatingPointError, RuntimeError) as e:
-        if not isinstance(e, FloatingPointError) and 'non-finite' not in str(e): raise
-        print(f"{prog}: training diverged: {one_line(e)}", file=sys.stderr); raise SystemExit(1) from None
 
 def main(argv=None):
     "Command line: `avsl_dmt --preset cpu --out runs/dmt` trains DMT; `avsl_dmt --compare` prints the comparison table."

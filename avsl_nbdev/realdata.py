@@ -15,19 +15,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core import ConfigError, check_config, config_key, atomic_savez
+from .core import ConfigError, RealDataError, check_config, config_key, atomic_savez
 from .data import image_transform, AugConfig
 from .metrics import gt_map
 
 # %% auto #0
-__all__ = ['FLICKR_FRAME', 'KINDS_REAL', 'RealDataError', 'RealAudioConfig', 'load_wav', 'ezvsl_spectrogram', 'read_ids',
-           'flickr_boxes', 'box_problem', 'read_vggss', 'list_overlaps', 'check_overlap', 'RealAVDataset',
-           'write_example', 'evaluate_public']
+__all__ = ['FLICKR_FRAME', 'KINDS_REAL', 'RealAudioConfig', 'load_wav', 'ezvsl_spectrogram', 'read_ids', 'flickr_boxes',
+           'box_problem', 'read_vggss', 'list_overlaps', 'check_overlap', 'RealAVDataset', 'write_example',
+           'evaluate_public']
 
 # %% ../nbs/14_real_data.ipynb #58be8493
-class RealDataError(ValueError):
-    "A file of a real dataset is missing, unreadable or malformed; the message names it."
-
 @dataclass
 class RealAudioConfig:
     "EZ-VSL's audio preprocessing (the default for real data)."

@@ -20,9 +20,10 @@ from .contrastive import ModelConfig, build_model
 # %% auto #0
 __all__ = ['BASELINES', 'CALIBRATION_SIZES', 'CALIBRATION_STRIDES', 'CALIBRATION_MODELS', 'CALIBRATION_EPOCHS', 'TrainConfig',
            'resolve_device', 'labeled_mask', 'to_device', 'autocast', 'epoch_seed', 'make_loader', 'shard_order',
-           'localize', 'evaluate', 'lr_factor', 'load_checkpoint', 'check_finite', 'fit', 'runs_dir', 'run_dir', 'run',
-           'load_run_model', 'with_pretrained_visual', 'baseline_model', 'baseline_configs', 'baseline_grid',
-           'calibration_runs', 'calibration_grid', 'results_table', 'baselines_file', 'mean_std_table', 'show_maps']
+           'localize', 'evaluate', 'lr_factor', 'load_checkpoint', 'check_finite', 'fit', 'runs_dir', 'run_dir',
+           'run_folder', 'result_folder', 'run', 'load_run_model', 'with_pretrained_visual', 'baseline_model',
+           'baseline_configs', 'baseline_grid', 'calibration_runs', 'calibration_grid', 'results_table',
+           'baselines_file', 'mean_std_table', 'show_maps']
 
 # %% ../nbs/04b_train.ipynb #d459eb47
 @dataclass
@@ -292,12 +293,22 @@ def run_dir(name: str, cfgs: dict) -> Path:
     "The folder of a run: a slug of its name and a hash of its configs."
     return runs_dir() / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}-{config_key(cfgs)}"
 
+def run_folder(name: str, synth_cfg, model_cfg, train_cfg, extra: dict | None = None) -> Path:
+    """The folder of run `name`: `run_dir` of its configs (dataclasses or their dicts) and `extra` JSON-able configs —
+    the one place a run's key is built (`run`, `load_run_model`, the sweeps, the warm start, the distillation grid)."""
+    d = lambda c: c if isinstance(c, dict) else asdict(c)
+    return run_dir(name, {'synth': d(synth_cfg), 'model': d(model_cfg), 'train': d(train_cfg), **(extra or {})})
+
+def result_folder(res: dict, extra=()) -> Path:
+    "The folder of a finished run from its result dict (`run`'s), whose `extra` keys are part of the key."
+    return run_folder(res['name'], res['synth'], res['model'], res['train'], {k: res[k] for k in extra})
+
 def run(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, synth_cfg: SynthConfig,
         rerun: bool = False, log=print, builder=build_model, extra: dict | None = None) -> dict:
     """Train (or load) one run; returns a dict with the configs, history, best validation row and test metrics.
     `builder(model_cfg)` makes the model; `extra`: more JSON-able configs, part of the run's key and result."""
     cfgs = {'synth': asdict(synth_cfg), 'model': asdict(model_cfg), 'train': asdict(train_cfg), **(extra or {})}
-    out = run_dir(name, cfgs)
+    out = run_folder(name, synth_cfg, model_cfg, train_cfg, extra)
     if (out / 'result.json').exists() and not rerun:
         return json.loads((out / 'result.json').read_text())
     bench = load_benchmark(synth_cfg)
@@ -318,9 +329,8 @@ def run(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, synth_cfg: Sy
 
 def load_run_model(res: dict, builder=build_model):
     "The validation-selected model of a finished run."
-    cfgs = {k: res[k] for k in ('synth', 'model', 'train')}
     model = builder(ModelConfig(**res['model']))
-    ck = load_checkpoint(run_dir(res['name'], cfgs) / 'best.pt')
+    ck = load_checkpoint(result_folder(res) / 'best.pt')
     model.load_state_dict(ck['model'])
     return model.eval()
 

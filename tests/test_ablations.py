@@ -77,7 +77,7 @@ def test_pairs_and_config_errors():
     for bad, field in [(dict(pairs=('VV',)), 'pairs'), (dict(ratios=(0.0,)), 'ratios'), (dict(seeds=0), 'seeds'),
                        (dict(components=('nope',)), 'components'), (dict(dmt=dict(tau=2.0)), 'DMTConfig.tau')]:
         with pytest.raises(ConfigError, match=field): AblationConfig(**bad)
-    with pytest.raises(SystemExit): main(['--preset', 'tiny', '--jobs', '0'])                # one line, exit 2 (issue 17)
+    with pytest.raises(SystemExit): main(['--preset', 'tiny', '--jobs', '0'])                # one line, exit 2
     with pytest.raises(ConfigError, match='preset'): AblationConfig.preset('huge')
     # dict overrides add to the preset's schedule instead of replacing it
     a = AblationConfig.preset('tiny', dmt=dict(tau=0.6))

@@ -123,7 +123,7 @@ def test_training_beats_random_initialisation():
     model, hist = fit(_model(**kw), cfg, tr, va, log=lambda s: None)
     after = evaluate(model, va)
     assert hist[-1]['train_loss'] < hist[0]['train_loss']
-    assert after['auc'] > before['auc'] + 0.04, (before['auc'], after['auc'])
+    assert after['auc'] > before['auc'] + 0.03, (before['auc'], after['auc'])
 
 
 def test_resume_equals_uninterrupted(tiny_bench, tmp_path):

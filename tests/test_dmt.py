@@ -222,11 +222,11 @@ def test_cli_parsing_and_stale_out_dir(tmp_path):
     with pytest.raises(ConfigError, match='true or false'): _parse_sets(['filter=maybe'])
     cfg = DMTConfig.preset('tiny')
     check_out_dir(cfg, tmp_path)                                              # first use: writes dmt_config.json
-    (tmp_path / 'teacher_a').mkdir(); torch.save({'epoch': 1}, tmp_path / 'teacher_a' / 'last.pt')   # it has trained (issue 17: only then is it protected)
+    (tmp_path / 'teacher_a').mkdir(); torch.save({'epoch': 1}, tmp_path / 'teacher_a' / 'last.pt')   # it has trained: only then is it protected
     check_out_dir(DMTConfig.preset('tiny', stage2_epochs=5), tmp_path)        # more epochs: a legitimate resume
     with pytest.raises(ConfigError, match='tau=0.5'): check_out_dir(DMTConfig.preset('tiny', tau=0.7), tmp_path)
     check_out_dir(DMTConfig.preset('tiny', tau=0.7), tmp_path, resume=False)  # --no-resume overwrites
-    with pytest.raises(SystemExit): main(['--preset', 'tiny', '--labeled', '1.5'])             # one line, exit 2 (issue 17)
+    with pytest.raises(SystemExit): main(['--preset', 'tiny', '--labeled', '1.5'])             # one line, exit 2
 
 
 def test_demo_prints_this_run(capsys):

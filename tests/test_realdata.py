@@ -35,7 +35,7 @@ def test_consensus_mask_values(tmp_path):
 
 def test_vggss_json_and_lists():
     with pytest.raises(rd.RealDataError, match=r'entry 16 \(UyCw7pCgYg8_000055\): box 2 .* zero area'): rd.read_vggss(FX / 'vggss.json')
-    with pytest.warns(UserWarning, match='1 annotation problems'):            # the public file has degenerate boxes (issue 17)
+    with pytest.warns(UserWarning, match='1 annotation problems'):            # the public file has degenerate boxes
         ann = rd.read_vggss(FX / 'vggss.json', on_error='skip')
     assert len(ann) == 60 and sum(len(v['bbox']) > 1 for v in ann.values()) == 5
     assert all((v['bbox'] >= 0).all() and (v['bbox'] <= 1).all() for v in ann.values())

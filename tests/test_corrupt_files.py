@@ -1,4 +1,4 @@
-"Issue 17: corrupt weights / feature files name the file; avsl_ablations --seeds 1 never overwrites the committed figures."
+"Corrupt weights / feature files name the file; avsl_ablations --seeds 1 never overwrites the committed figures."
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"Issue 17, run folders: data fingerprint, schedule, validation before writing, lock, CLI errors and divergence exit codes."
+"Run folders: data fingerprint, schedule, validation before writing, lock, CLI errors and divergence exit codes."
 import dataclasses
 import json
 import subprocess
@@ -40,8 +40,12 @@ def test_every_field_checked_at_construction(bad, field):
     with pytest.raises(ConfigError, match=f'DMTConfig.{field}'): DMTConfig.preset('tiny', **bad)
 
 
-def test_presets_still_valid():
-    for p in ('tiny', 'cpu'): DMTConfig.preset(p); DMTConfig.preset(p).single_teacher()
+def test_presets_pass_their_own_checks():
+    for p in ('tiny', 'cpu', 'gpu'):
+        cfg = DMTConfig.preset(p)
+        one = cfg.single_teacher()                                   # the baseline is a valid config too, and differs as documented
+        assert (cfg.teachers, cfg.filter, one.teachers, one.filter, one.combine) == (2, True, 1, False, 'a')
+        with pytest.raises(ConfigError, match='DMTConfig.labeled'): dataclasses.replace(cfg, labeled=-1)
 
 
 def test_data_errors_before_anything_is_written(bench, tmp_path):

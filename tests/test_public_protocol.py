@@ -1,4 +1,4 @@
-"Issue 17, evaluation: the public protocol (EZ-VSL's evaluator) for the median-rule columns, NaN maps never scored."
+"Evaluation: the public protocol (EZ-VSL's evaluator) for the median-rule columns, NaN maps never scored."
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"Issue 17, real data: boxes validated (error naming the entry, or counted warning with on_error='skip'); corrupt caches named; fingerprint; public protocol."
+"Real data: boxes validated (error naming the entry, or counted warning with on_error='skip'); corrupt caches named; fingerprint; public protocol."
 import json
 import warnings
 
@@ -87,7 +87,10 @@ def test_flickr_dataset_bad_xml_skipped_on_validate(tmp_path):
 
 def test_write_example_boxes_inside_frame(tmp_path):
     ids = rd.write_example(tmp_path, 'flickr', n=12, seed=3)
-    for i in ids: rd.flickr_boxes(tmp_path / 'Annotations' / f'{i}.xml')     # no error
+    for i in ids:
+        b = rd.flickr_boxes(tmp_path / 'Annotations' / f'{i}.xml')            # [K, 4] on the 256-pixel frame
+        assert b.ndim == 2 and b.shape[1] == 4 and len(b) >= 1
+        assert (b >= 0).all() and (b <= 256).all() and (b[:, 2:] > b[:, :2]).all(), (i, b)
 
 
 def test_corrupt_audio_cache_named(tmp_path):
