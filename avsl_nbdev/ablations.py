@@ -14,7 +14,7 @@ import torch
 from .core import ConfigError, check_config, current_preset, repo_root, atomic_write_json
 from .data import SynthConfig, AVSLDataset, load_benchmark
 from .train import TrainConfig, run as train_run, run_folder, load_run_model, mean_std_table
-from .dmt import DMTConfig, run_dmt, teacher_runs, stage1, dmt_key, stage2_folder, _model_cfgs
+from .dmt import DMTConfig, run_dmt, teacher_runs, stage1, dmt_key, stage2_folder, visual_weights
 
 # %% auto #0
 __all__ = ['COMPONENTS', 'AUDIO', 'METRICS', 'CURVE_COLS', 'TRIVIAL_STYLE', 'component', 'AblationConfig', 'pair_config', 'plan',
@@ -146,7 +146,7 @@ def baseline_configs(a: AblationConfig, name: str, seed: int) -> tuple:
     """`(ModelConfig, TrainConfig)` of a baseline of `train.BASELINES`: the training chapter's calibrated recipe on DMT's
     encoders, exactly as `train.baseline_grid` (and so `dmt.compare`) trains it, so the runs are shared."""
     from avsl_nbdev.train import baseline_configs as configs
-    from avsl_nbdev.dmt import encoder_fields
+    from avsl_nbdev.dmt_cli import encoder_fields
     return configs(name, a.base_preset, seed, encoder_fields(a.base(seed)))
 
 # %% ../nbs/10_ablations.ipynb #ce6a12cd
@@ -234,7 +234,7 @@ def sweep(a: AblationConfig, jobs: int = 1, log=print) -> tuple[list[dict], dict
     _bench(synth)                                             # the benchmark, made once here
     rows = plan(a)
     for r in rows:
-        if 'cfg' in r: _model_cfgs(r['cfg'])                  # the object-pretrained CNN, made once here
+        if 'cfg' in r: visual_weights(r['cfg'], pretrain=True, log=log)   # the object-pretrained CNN, made once here
     teachers, runs, key_of = _units(a, rows)
     todo = [(c, k) for c, k, done in teachers.values() if not done]
     log(f"== stage 1: {len(todo)} of {len(teachers)} teachers to train")

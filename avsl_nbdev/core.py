@@ -11,11 +11,13 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PRESETS', 'WEIGHT_MAX', 'in_test', 'current_preset', 'preset_config', 'ConfigError', 'check_device', 'check_config',
-           'config_key', 'cache_dir', 'repo_root', 'FileFormatError', 'RealDataError', 'atomic_write',
-           'atomic_write_json', 'atomic_write_text', 'atomic_save', 'atomic_savez', 'read_json', 'load_torch',
-           'cli_errors', 'seed_everything', 'cpu_threads', 'pinned_threads', 'native_bf16', 'notebook_setup',
-           'dist_world', 'dist_rank', 'gather_batch', 'init_distributed', 'dist_sum']
+__all__ = ['PRESETS', 'WEIGHT_MAX', 'STREAM_AUDIO_TEACHER', 'STREAM_VISUAL_TEACHER', 'STREAM_OBJECT_IMAGES',
+           'STREAM_LABELED_ORDER', 'RANK_SEED_STRIDE', 'TEACHER_B_SEED_OFFSET', 'UNLABELED_SEED_OFFSET',
+           'VALOR_BANK_SEED_OFFSET', 'VALOR_PARSER_SEED_OFFSET', 'in_test', 'current_preset', 'preset_config',
+           'ConfigError', 'check_device', 'check_config', 'config_key', 'cache_dir', 'repo_root', 'FileFormatError',
+           'RealDataError', 'atomic_write', 'atomic_write_json', 'atomic_write_text', 'atomic_save', 'atomic_savez',
+           'read_json', 'load_torch', 'cli_errors', 'seed_everything', 'cpu_threads', 'pinned_threads', 'native_bf16',
+           'notebook_setup', 'dist_world', 'dist_rank', 'gather_batch', 'init_distributed', 'dist_sum']
 
 # %% ../nbs/00_core.ipynb #13208926
 PRESETS = ('tiny', 'cpu', 'gpu')
@@ -192,6 +194,17 @@ def seed_everything(seed: int) -> int:
     random.seed(seed); np.random.seed(seed % 2 ** 32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     return seed
+
+# %% ../nbs/00_core.ipynb #8e9d68b2
+STREAM_AUDIO_TEACHER = 97      # distill: the audio teacher's own recordings
+STREAM_VISUAL_TEACHER = 98     # distill: the objectness teacher's images
+STREAM_OBJECT_IMAGES = 99      # encoders: the object-pretraining images (never a benchmark split's)
+STREAM_LABELED_ORDER = 7919    # data.labeled_subset: the order D_l is drawn in (nested across sizes)
+RANK_SEED_STRIDE = 7919        # train.fit under torchrun: rank r's augmentation seed is the single-process one + r * 7919
+TEACHER_B_SEED_OFFSET = 1000   # dmt: teacher B trains with seed + 1000 (teacher A with the seed itself)
+UNLABELED_SEED_OFFSET = 1      # dmt.stage2_indices: the nested subset of D_u uses labeled_seed + 1
+VALOR_BANK_SEED_OFFSET = 1000  # valor: SynthLLP's training recordings, other than the localization benchmark's
+VALOR_PARSER_SEED_OFFSET = 1   # valor: the parser's batch order
 
 # %% ../nbs/00_core.ipynb #9c2b446c
 def cpu_threads() -> int:

@@ -19,7 +19,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 import datasets as hfd
 
-from .core import ConfigError, check_config, config_key, cache_dir, preset_config, repo_root
+from .core import ConfigError, check_config, config_key, cache_dir, preset_config, repo_root, STREAM_LABELED_ORDER
 
 # %% auto #0
 __all__ = ['SOUNDING', 'SILENT', 'CATEGORIES', 'CATEGORY_NAMES', 'SOUNDING_NAMES', 'STYLES', 'KINDS', 'PHRASES',
@@ -646,7 +646,7 @@ def labeled_subset(n: int, count: int | None = None, ratio: float | None = None,
         count = max(1, int(round(ratio * n)))
     if not (isinstance(count, (int, np.integer)) and 0 < count <= n):
         raise ConfigError(f"labeled count = {count!r}: expected an integer in [1, {n}]")
-    perm = np.random.default_rng([seed, 7919]).permutation(n)
+    perm = np.random.default_rng([seed, STREAM_LABELED_ORDER]).permutation(n)
     return np.sort(perm[:count])
 
 # %% ../nbs/01_data.ipynb #30586454

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (ConfigError, check_config, preset_config, cache_dir, config_key, seed_everything, atomic_save, pinned_threads,
+from .core import (ConfigError, check_config, STREAM_AUDIO_TEACHER, STREAM_VISUAL_TEACHER, preset_config, cache_dir, config_key, seed_everything, atomic_save, pinned_threads,
                              atomic_write_json)
 from .data import (SOUNDING, CATEGORY_NAMES, STYLES, SynthConfig, AudioConfig, LogMel, AVSLDataset,
                              render_clip, pink_noise, sprite_at, _background, IMAGENET_MEAN, IMAGENET_STD, load_benchmark)
@@ -91,7 +91,7 @@ def teacher_sounds(cfg: AudioTeacherConfig) -> tuple[torch.Tensor, torch.Tensor]
     xs, ys = [], []
     for ci, c in enumerate(SOUNDING):
         for v in range(cfg.variants):
-            xs.append(render_clip(c, np.random.default_rng([cfg.seed, 97, ci, v]), cfg.sample_rate, n)); ys.append(ci)
+            xs.append(render_clip(c, np.random.default_rng([cfg.seed, STREAM_AUDIO_TEACHER, ci, v]), cfg.sample_rate, n)); ys.append(ci)
     xs += [np.zeros(n, np.float32)] * cfg.variants; ys += [len(SOUNDING)] * cfg.variants
     return torch.from_numpy(np.stack(xs)), torch.tensor(ys)
 
@@ -133,8 +133,8 @@ def pretrain_audio_teacher(cfg: AudioTeacherConfig, path, log=print) -> dict:
     tr = torch.nonzero(~held).flatten()
     steps = cfg.epochs * -(-len(tr) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
-    rng, g = np.random.default_rng([cfg.seed, 97, 1]), torch.Generator().manual_seed(cfg.seed)
-    xv = spec(mix_noise(waves[held], labels[held], cfg, np.random.default_rng([cfg.seed, 97, 2])))
+    rng, g = np.random.default_rng([cfg.seed, STREAM_AUDIO_TEACHER, 1]), torch.Generator().manual_seed(cfg.seed)
+    xv = spec(mix_noise(waves[held], labels[held], cfg, np.random.default_rng([cfg.seed, STREAM_AUDIO_TEACHER, 2])))
     losses = []
     for ep in range(cfg.epochs):
         net.train(); tot = 0.0
@@ -190,7 +190,7 @@ def object_scenes(cfg: VisualTeacherConfig, start: int, stop: int):
     S, xs, boxes = cfg.image_size, [], []
     from PIL import Image
     for i in range(start, stop):
-        rng = np.random.default_rng([cfg.seed, 98, i])                  # stream 98: used by nothing else
+        rng = np.random.default_rng([cfg.seed, STREAM_VISUAL_TEACHER, i])   # used by nothing else
         img = Image.fromarray((_background(rng, S) * 255).astype(np.uint8)).convert('RGBA')
         bs = []
         for _ in range(int(rng.integers(cfg.min_objects, cfg.max_objects + 1))):

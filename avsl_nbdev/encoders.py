@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .core import ConfigError, FileFormatError, load_torch, atomic_save, pinned_threads
+from .core import ConfigError, FileFormatError, load_torch, atomic_save, pinned_threads, STREAM_OBJECT_IMAGES
 
 # %% auto #0
 __all__ = ['AUDIO_FAMILIES', 'AUDIO_LETTERS', 'VISUAL_NAMES', 'PRETRAIN_THREADS', 'COMMITTED_CNN', 'conv_bn', 'SmallCNN',
@@ -232,7 +232,7 @@ def _object_chunk(cfg: dict, start: int, stop: int):
     from avsl_nbdev.data import CATEGORY_NAMES, STYLES, sprite_at, _background
     S, xs, ys = cfg.image_size, [], []
     for i in range(start, stop):
-        rng = np.random.default_rng([cfg.seed, 99, i])                  # stream 99: never used by the benchmark's splits
+        rng = np.random.default_rng([cfg.seed, STREAM_OBJECT_IMAGES, i])   # never used by the benchmark's splits
         k = int(rng.integers(len(CATEGORY_NAMES)))
         size = int(round(np.exp(rng.uniform(np.log(cfg.min_size), np.log(cfg.max_size))) * S))
         sp = sprite_at(CATEGORY_NAMES[k], STYLES[int(rng.integers(2))], max(4, size))
@@ -298,15 +298,18 @@ def cnn_weights_name(cfg: ObjectPretrainConfig) -> str:
     from avsl_nbdev.core import config_key
     return f'cnn-objects-{config_key(cfg)}.pt'
 
-def pretrained_cnn(cfg: ObjectPretrainConfig | None = None, log=print) -> Path:
+def pretrained_cnn(cfg: ObjectPretrainConfig | None = None, log=print, train: bool = True) -> Path:
     """Path of the object-pretrained SmallCNN trunk for `cfg` (default: current preset): the committed file when the
     package ships one for exactly this config (`COMMITTED_CNN`, written by `write_committed_cnn`), else the cache's,
-    trained on first use."""
+    trained on first use — or, with `train=False`, an error saying how to make it."""
     from avsl_nbdev.core import cache_dir
     cfg = cfg or ObjectPretrainConfig.preset()
     if committed_weights(cnn_weights_name(cfg)).exists(): return committed_weights(cnn_weights_name(cfg))
     path = cache_dir() / 'weights' / cnn_weights_name(cfg)
-    if not path.exists(): pretrain_visual(cfg, path, log)
+    if not path.exists():
+        if not train: raise ConfigError(f"the object-pretrained CNN {path} does not exist yet: make it first with "
+                                        f"encoders.pretrained_cnn(ObjectPretrainConfig.preset(...)) (dmt.train does)")
+        pretrain_visual(cfg, path, log)
     return path
 
 def write_committed_cnn(presets=COMMITTED_CNN, log=print) -> list[Path]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .core import (ConfigError, check_config, seed_everything, preset_config, current_preset, cache_dir, config_key,
+from .core import (ConfigError, check_config, RANK_SEED_STRIDE, seed_everything, preset_config, current_preset, cache_dir, config_key,
                             dist_world, dist_rank, dist_sum, FileFormatError, load_torch, atomic_save, pinned_threads,
                             atomic_write_json, atomic_write_text, native_bf16, check_device)
 from .data import collate_av, labeled_subset, load_benchmark, AVSLDataset, SynthConfig
@@ -236,12 +236,12 @@ def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled
     best_state = None
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        seed_everything(epoch_seed(cfg.seed, epoch) + 7919 * rank)   # rank 0 = the single-process stream
+        seed_everything(epoch_seed(cfg.seed, epoch) + RANK_SEED_STRIDE * rank)   # rank 0 = the single-process stream
         model.train()
         sums, n = {}, 0
         es = epoch_seed(cfg.seed, epoch)
         order = shard_order(len(train_ds), cfg.batch_size, es, world, rank) if world > 1 else None
-        for b in make_loader(train_ds, cfg.batch_size // world, True, cfg.num_workers, es + 7919 * rank, drop_last=True,
+        for b in make_loader(train_ds, cfg.batch_size // world, True, cfg.num_workers, es + RANK_SEED_STRIDE * rank, drop_last=True,
                              device=device, order=order):     # the seed only seeds workers when `order` is given
             b = to_device(b, device, cfg.channels_last)
             lab = is_lab[b['index']]

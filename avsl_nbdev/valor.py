@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from .core import (ConfigError, check_config, config_key, cache_dir, preset_config, seed_everything, atomic_save,
+from .core import (ConfigError, check_config, VALOR_BANK_SEED_OFFSET, VALOR_PARSER_SEED_OFFSET, config_key, cache_dir, preset_config, seed_everything, atomic_save,
                              atomic_savez, atomic_write_json)
 from .data import (SOUNDING, SILENT, split_id, sound_bank, sprite_at, pink_noise, LogMel, AudioConfig,
                    IMAGENET_MEAN, IMAGENET_STD, _background, _overlap)
@@ -230,7 +230,7 @@ def build_llp_split(cfg: LLPSynthConfig, split: str, fx: FeatureExtractor, chunk
 def teacher_data(cfg: LLPSynthConfig, fx: FeatureExtractor) -> dict:
     "Single-modality pretraining sets: `xa [M, Da]`, `ya [M, C]` (audible), `xv [M, Dv]`, `yv [M, C]` (visible)."
     M, C, S = cfg.n_teacher, cfg.n_classes, cfg.image_size
-    bank = sound_bank(cfg.seed + 1000, 'train', SR, SR, cfg.n_variants)      # other recordings than the benchmark's
+    bank = sound_bank(cfg.seed + VALOR_BANK_SEED_OFFSET, 'train', SR, SR, cfg.n_variants)      # other recordings than the benchmark's
     names = [c.name for c in SOUNDING]
     ya, yv, waves, frames = np.zeros((M, C), np.uint8), np.zeros((M, C), np.uint8), [], []
     for j in range(M):
@@ -482,7 +482,7 @@ def _train_teacher(x, y, cfg):
     t = SegmentTeacher(x.shape[1], y.shape[1], cfg.hidden)
     t.mean.copy_(x[tr].mean(0)); t.std.copy_(x[tr].std(0) + 1e-5)
     opt = torch.optim.AdamW(t.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(cfg.seed + 1)
+    g = torch.Generator().manual_seed(cfg.seed + VALOR_PARSER_SEED_OFFSET)
     for ep in range(cfg.epochs):
         t.train()
         for idx in tr[torch.randperm(len(tr), generator=g)].split(cfg.batch_size):

@@ -98,7 +98,7 @@ def main():
     bench = load_benchmark(synth)
     cfg = dmt.DMTConfig.preset(args.preset, object_pretrain=None, device='cpu')
     is_lab = dmt.dmt_labeled_mask(cfg, bench)
-    mcfgs = dmt._model_cfgs(cfg)
+    mcfgs = dmt.model_configs(cfg)
     instrument()
     from avsl_nbdev.train import fit
     res = {'preset': args.preset, 'cpu_threads': cpu_threads(), 'machine': platform.processor() or platform.machine(),

@@ -25,7 +25,7 @@ import torch
 from avsl_nbdev.contrastive import ModelConfig, build_model
 from avsl_nbdev.data import SynthConfig, AudioConfig, AVSLDataset, load_benchmark
 from avsl_nbdev.train import TrainConfig, resolve_device, autocast, make_loader, to_device
-from avsl_nbdev.dmt import DMTConfig, DualMeanTeacher, _model_cfgs
+from avsl_nbdev.dmt import DMTConfig, DualMeanTeacher, model_configs
 
 MODELS = {'EZ-VSL': dict(method='ezvsl'), 'SLAVC': dict(method='slavc'),
           'box-supervised': dict(method='ezvsl', contrastive_weight=0.0, box_weight=1.0), 'DMT': None}
@@ -44,7 +44,7 @@ def fake_batch(preset, B, device, channels_last):
 def build(preset, name):
     d = DMTConfig.preset(preset)
     if name == 'DMT':
-        teachers = [build_model(m) for m in _model_cfgs(d)]
+        teachers = [build_model(m) for m in model_configs(d)]
         return DualMeanTeacher(d, teachers)
     return build_model(ModelConfig(visual=d.visual, audio=d.audio_a, visual_weights=d.visual_weights, **MODELS[name]))
 

@@ -169,7 +169,7 @@ def test_tiny_sweep_parallel_then_cached(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(again['df'], df)
     # the sweep's baselines are the training chapter's runs: train.baseline_grid (dmt.compare's) finds them in the cache
     from avsl_nbdev.train import baseline_grid
-    from avsl_nbdev.dmt import encoder_fields
+    from avsl_nbdev.dmt_cli import encoder_fields
     res = baseline_grid('tiny', seeds=(0,), names=['EZ-VSL', 'oracle (boxes, all train)'], log=lambda *x, **k: None,
                         model=encoder_fields(a.base(0)))
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / 'runs').rglob('*.pt')} == ckpts

@@ -18,7 +18,8 @@ import torch
 
 from avsl_nbdev.core import ConfigError, FileFormatError, check_device
 from avsl_nbdev.data import SynthConfig, load_benchmark
-from avsl_nbdev.dmt import DMTConfig, RunFolderError, check_out_dir, main, train, read_run_config
+from avsl_nbdev.dmt import DMTConfig, RunFolderError, check_out_dir, train, read_run_config
+from avsl_nbdev.dmt_cli import main
 from avsl_nbdev.train import TrainConfig, check_finite
 from avsl_nbdev.contrastive import ModelConfig
 
@@ -33,7 +34,7 @@ def bench():
 
 def _cli(args, env=None, timeout=300):
     "`avsl_dmt` in a fresh process (the test session's cache, so the tiny benchmark is built once)."
-    return subprocess.run([sys.executable, '-m', 'avsl_nbdev.dmt', *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, '-m', 'avsl_nbdev.dmt_cli', *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
 

@@ -1,8 +1,10 @@
 "The comparison holds the encoders fixed across methods at every preset; a seeded run is the same under any thread setting."
 import pytest
 import avsl_nbdev.dmt as dmt
+import avsl_nbdev.dmt_cli as dmt_cli
 import avsl_nbdev.train as train
-from avsl_nbdev.dmt import DMTConfig, encoder_fields
+from avsl_nbdev.dmt import DMTConfig
+from avsl_nbdev.dmt_cli import encoder_fields
 from avsl_nbdev.train import baseline_model, BASELINES
 
 
@@ -25,12 +27,12 @@ def test_compare_passes_dmt_encoders_to_baselines(monkeypatch):
     seen = {}
     def grid(preset, seeds, names, log, model=None, synth=None):
         seen.update(preset=preset, names=names, model=model, synth=synth); raise Stop
-    monkeypatch.setattr(dmt, 'run_dmt', lambda c, s, log=None: {'stage1': {'test': {}}, 'stage2': {'test': {}}})
+    monkeypatch.setattr(dmt_cli, 'run_dmt', lambda c, s, log=None: {'stage1': {'test': {}}, 'stage2': {'test': {}}})
     monkeypatch.setattr(train, 'baseline_grid', grid)
-    with pytest.raises(Stop): dmt.compare('gpu', seeds=(0,), baselines=True, log=lambda s: None)
+    with pytest.raises(Stop): dmt_cli.compare('gpu', seeds=(0,), baselines=True, log=lambda s: None)
     assert seen['names'] == ['EZ-VSL', 'SLAVC'] and seen['model'] == encoder_fields(DMTConfig.preset('gpu'))
     assert seen['model']['visual'] == 'resnet18' and seen['synth'] == {}
-    with pytest.raises(Stop): dmt.compare('gpu', seeds=(0,), baselines=True, log=lambda s: None, synth=dict(seed=1))
+    with pytest.raises(Stop): dmt_cli.compare('gpu', seeds=(0,), baselines=True, log=lambda s: None, synth=dict(seed=1))
     assert seen['synth'] == dict(seed=1)                  # the held-out check trains the baselines on its own benchmark
 
 
@@ -42,7 +44,7 @@ def _fresh_run(tmp, omp: str) -> dict:
     env = {**os.environ, 'AVSL_CACHE': str(tmp / 'cache'), 'AVSL_RUNS': str(tmp / 'runs'), 'OMP_NUM_THREADS': omp,
            'AVSL_PRESET': 'tiny'}
     env.pop('AVSL_CPU_THREADS', None)
-    p = subprocess.run([sys.executable, '-m', 'avsl_nbdev.dmt', '--preset', 'tiny', '--out', str(tmp / 'out')], env=env,
+    p = subprocess.run([sys.executable, '-m', 'avsl_nbdev.dmt_cli', '--preset', 'tiny', '--out', str(tmp / 'out')], env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     strip = lambda rows: [{k: v for k, v in r.items() if k != 'seconds'} for r in rows]
@@ -60,7 +62,7 @@ def test_seeded_run_identical_across_thread_settings(tmp_path):
 
 def test_committed_baselines_only_on_the_same_encoders(tmp_path):
     from avsl_nbdev.core import ConfigError
-    from avsl_nbdev.dmt import committed_baselines
+    from avsl_nbdev.dmt_cli import committed_baselines
     f = tmp_path / 'baselines_tiny.csv'
     f.write_text('model,seeds,ciou50\nEZ-VSL,3,0.46 ± 0.008\nSLAVC,3,0.359 ± 0.02\n"oracle (boxes, all train)",3,0.739 ± 0.019\n'
                  'trivial: full,-,0.209\n')

@@ -12,7 +12,8 @@ from avsl_nbdev.teachers import mask_iou, repeat_to, teacher_configs
 from avsl_nbdev.filtering import consensus, label_quality, accepted_stats, filter_sweep
 from avsl_nbdev.ipl import combine_masks
 from avsl_nbdev.ema import ema_update, random_affine, warp, strong_view, transform_boxes, StrongAug
-from avsl_nbdev.dmt import DMTConfig, DualMeanTeacher, train, stage2_indices, _model_cfgs, _parse_sets, main
+from avsl_nbdev.dmt import DMTConfig, DualMeanTeacher, train, stage2_indices, model_configs
+from avsl_nbdev.dmt_cli import _parse_sets, main
 
 
 def _box(H, W, y0, y1, x0, x1):
@@ -131,7 +132,7 @@ def test_stage2_indices_mix():
 def test_dmt_step_uses_truth_only_for_labeled(tiny_bench):
     cfg = DMTConfig.preset('tiny', object_pretrain=None, dim=16)
     torch.manual_seed(0)
-    dmt = DualMeanTeacher(cfg, [build_model(m) for m in _model_cfgs(cfg)])
+    dmt = DualMeanTeacher(cfg, [build_model(m) for m in model_configs(cfg)])
     ds = AVSLDataset(tiny_bench['train'], view='weak')
     b = collate_av([ds[i] for i in range(8)])
     lab = torch.tensor([True] * 3 + [False] * 5)
@@ -154,7 +155,7 @@ def test_dmt_step_uses_truth_only_for_labeled(tiny_bench):
 def test_single_teacher_accepts_all_unlabeled(tiny_bench):
     cfg = DMTConfig.preset('tiny', object_pretrain=None, dim=16).single_teacher()
     torch.manual_seed(0)
-    dmt = DualMeanTeacher(cfg, [build_model(m) for m in _model_cfgs(cfg)])
+    dmt = DualMeanTeacher(cfg, [build_model(m) for m in model_configs(cfg)])
     ds = AVSLDataset(tiny_bench['train'], view='weak')
     b = collate_av([ds[i] for i in range(6)])
     lab = torch.tensor([True, False, False, False, False, False])
@@ -204,14 +205,14 @@ def test_dmt_resume_equals_uninterrupted(tiny_bench, tmp_path):
 
 def test_cli_smoke(tmp_path):
     out = tmp_path / 'run'
-    cmd = [sys.executable, '-m', 'avsl_nbdev.dmt', '--preset', 'tiny', '--out', str(out),
+    cmd = [sys.executable, '-m', 'avsl_nbdev.dmt_cli', '--preset', 'tiny', '--out', str(out),
            '--set', 'stage1_epochs=1', '--set', 'stage2_epochs=1', '--set', 'object_pretrain=None', '--set', 'dim=16']
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     summary = json.loads(p.stdout[p.stdout.index('{'):p.stdout.index('}') + 1])
     assert summary['best_epoch'] == 1 and 0 <= summary['val_auc'] <= 1
     assert (out / 'stage2' / 'history.json').exists()
-    bad = subprocess.run([sys.executable, '-m', 'avsl_nbdev.dmt', '--preset', 'tiny', '--set', 'tau=7'], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, '-m', 'avsl_nbdev.dmt_cli', '--preset', 'tiny', '--set', 'tau=7'], capture_output=True, text=True)
     assert bad.returncode != 0 and 'DMTConfig.tau' in bad.stderr
 
 
@@ -230,7 +231,7 @@ def test_cli_parsing_and_stale_out_dir(tmp_path):
 
 
 def test_demo_prints_this_run(capsys):
-    from avsl_nbdev.dmt import demo
+    from avsl_nbdev.dmt_cli import demo
     tab = demo('tiny', seed=0, log=lambda s: None, object_pretrain=None, dim=16, stage1_epochs=1, stage2_epochs=1)
     assert list(tab.index) == ['supervised-only (D_l, stage 1)', 'DMT (stage 2)'] and (tab['auc'].between(0, 1)).all()
     assert 'this run: preset tiny, seed 0' in capsys.readouterr().out
@@ -265,3 +266,17 @@ def test_warm_start_teachers_start_from_the_self_supervised_runs(tiny_cfg, tiny_
     for t, (name, m, tc) in zip(teachers, runs):
         ss = load_run_model({'name': name, 'synth': dataclasses.asdict(tiny_cfg), 'model': dataclasses.asdict(m), 'train': dataclasses.asdict(tc)})
         assert all(torch.equal(v, ss.state_dict()[k]) for k, v in t.state_dict().items())
+
+
+def test_building_configs_never_pretrains(tmp_path, monkeypatch):
+    "Pretraining the visual CNN is an explicit step (`visual_weights(cfg, pretrain=True)`, which `train` takes first)."
+    import avsl_nbdev.encoders as enc
+    from avsl_nbdev.dmt import visual_weights
+    monkeypatch.setenv('AVSL_CACHE', str(tmp_path))                       # nothing cached: only the committed trunks exist
+    monkeypatch.setattr(enc, 'pretrain_visual', lambda *a, **k: pytest.fail('pretrained while building configs'))
+    shipped = model_configs(DMTConfig.preset('tiny'))
+    assert shipped[0].visual_weights == str(enc.committed_weights(enc.cnn_weights_name(enc.ObjectPretrainConfig.preset('tiny'))))
+    other = DMTConfig.preset('tiny', object_pretrain='gpu')                 # the gpu preset's CNN is not committed
+    with pytest.raises(ConfigError, match='does not exist yet'): model_configs(other)
+    with pytest.raises(ConfigError, match='does not exist yet'): visual_weights(other)
+    assert not any(tmp_path.rglob('*.pt'))

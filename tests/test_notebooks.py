@@ -26,3 +26,19 @@ def test_render_rewrites_links(tmp_path):
     (tmp_path / 'index.ipynb').write_text(json.dumps(nb))
     out = render(tmp_path / 'index.ipynb')
     assert '[r](nbs/15_report.ipynb)' in out and '![f](figures/a.png)' in out and '[w](https://x.org/a.ipynb)' in out
+
+
+def test_imports_run_downward_in_chapter_order():
+    "A module imports only modules of earlier chapters (notebook order), so the chapters can be read top to bottom."
+    import re
+    order = {}
+    for p in NOTEBOOKS:
+        m = re.search(r'#\|\s*default_exp\s+(\w+)', p.read_text())
+        if m: order[m.group(1)] = p.name
+    assert {'core', 'data', 'dmt', 'dmt_cli', 'ablations'} <= set(order)
+    upward = []
+    for mod, nb in order.items():
+        src = (ROOT / 'avsl_nbdev' / f'{mod}.py').read_text()
+        deps = set(re.findall(r'(?:from \.|from avsl_nbdev\.|from avsl_nbdev import |import avsl_nbdev\.)(\w+)', src))
+        upward += [(mod, d) for d in deps if d in order and d != mod and order[d] > nb]
+    assert not upward, upward

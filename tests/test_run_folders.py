@@ -8,9 +8,9 @@ import pytest
 
 from avsl_nbdev.core import ConfigError
 from avsl_nbdev.data import SynthConfig, load_benchmark
-from avsl_nbdev import dmt
-from avsl_nbdev.dmt import (DMTConfig, RunFolderError, check_out_dir, compare, data_key, main, out_dir_lock, train,
-                            validate_run)
+from avsl_nbdev import dmt, dmt_cli
+from avsl_nbdev.dmt import DMTConfig, RunFolderError, check_out_dir, data_key, out_dir_lock, train, validate_run
+from avsl_nbdev.dmt_cli import compare, main
 
 QUIET = lambda *a, **k: None
 
@@ -132,7 +132,7 @@ def test_cli_config_error_one_line(capsys, tmp_path):
                                        (RuntimeError('stage 2: non-finite weights after step 3'), 1)])
 def test_divergence_exits_nonzero(monkeypatch, capsys, tmp_path, exc, code):
     def boom(*a, **k): raise exc
-    monkeypatch.setattr(dmt, 'train', boom)
+    monkeypatch.setattr(dmt_cli, 'train', boom)
     with pytest.raises(SystemExit) as e: main(['--preset', 'tiny', '--out', str(tmp_path)])
     assert e.value.code == code
     err = capsys.readouterr().err
@@ -141,12 +141,12 @@ def test_divergence_exits_nonzero(monkeypatch, capsys, tmp_path, exc, code):
 
 def test_other_runtime_errors_keep_their_traceback(monkeypatch, tmp_path):
     def boom(*a, **k): raise RuntimeError('CUDA out of memory')
-    monkeypatch.setattr(dmt, 'train', boom)
+    monkeypatch.setattr(dmt_cli, 'train', boom)
     with pytest.raises(RuntimeError, match='out of memory'): main(['--preset', 'tiny', '--out', str(tmp_path)])
 
 
 def test_cli_subprocess_one_line_exit_2():
-    p = subprocess.run([sys.executable, '-m', 'avsl_nbdev.dmt', '--preset', 'tiny', '--compare', '--seeds', '0'],
+    p = subprocess.run([sys.executable, '-m', 'avsl_nbdev.dmt_cli', '--preset', 'tiny', '--compare', '--seeds', '0'],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and p.stderr.strip().count('\n') == 0 and 'Traceback' not in p.stderr, p.stderr
 
@@ -183,7 +183,7 @@ def test_cli_file_errors_one_line(monkeypatch, capsys, tmp_path):
     assert e.value.code == 2 and err.count('\n') == 1 and 'dmt_config.json is not valid JSON' in err, err
 
     def full(*a, **k): raise OSError(f"could not write {tmp_path / 'last.pt'} (OSError: [Errno 28] No space left on device)")
-    monkeypatch.setattr(dmt, 'train', full)
+    monkeypatch.setattr(dmt_cli, 'train', full)
     with pytest.raises(SystemExit) as e: main(['--preset', 'tiny', '--out', str(tmp_path / 'y')])
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.count('\n') == 1 and 'No space left' in err and 'Traceback' not in err
