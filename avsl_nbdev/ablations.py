@@ -14,7 +14,7 @@ import torch
 from .core import ConfigError, check_config, current_preset, repo_root, atomic_write_json
 from .data import SynthConfig, AVSLDataset, load_benchmark
 from .train import TrainConfig, run as train_run, run_folder, load_run_model, mean_std_table
-from .dmt import DMTConfig, run_dmt, teacher_runs, stage1, dmt_key, stage2_folder, visual_weights
+from .dmt import DMTConfig, run_dmt, teacher_runs, stage1, dmt_key, stage2_folder, prepare_weights
 
 # %% auto #0
 __all__ = ['COMPONENTS', 'AUDIO', 'METRICS', 'CURVE_COLS', 'TRIVIAL_STYLE', 'component', 'AblationConfig', 'pair_config', 'plan',
@@ -234,7 +234,7 @@ def sweep(a: AblationConfig, jobs: int = 1, log=print) -> tuple[list[dict], dict
     _bench(synth)                                             # the benchmark, made once here
     rows = plan(a)
     for r in rows:
-        if 'cfg' in r: visual_weights(r['cfg'], pretrain=True, log=log)   # the object-pretrained CNN, made once here
+        if 'cfg' in r: prepare_weights(r['cfg'], log)        # pretrained files (the object-pretrained CNN), made once here
     teachers, runs, key_of = _units(a, rows)
     todo = [(c, k) for c, k, done in teachers.values() if not done]
     log(f"== stage 1: {len(todo)} of {len(teachers)} teachers to train")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_contrastive.ipynb #bb921367
 from __future__ import annotations
-import copy
+import copy, dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -16,8 +16,8 @@ from .encoders import AVEncoder
 from .metrics import minmax, upsample
 
 # %% auto #0
-__all__ = ['METHODS', 'similarity', 'loc_map', 'mask_repeats', 'ezvsl_loss', 'slavc_loss', 'box_loss', 'ModelConfig', 'AVSLModel',
-           'EZVSL', 'SLAVC', 'build_model']
+__all__ = ['METHODS', 'MODEL_LATE_FIELDS', 'similarity', 'loc_map', 'mask_repeats', 'ezvsl_loss', 'slavc_loss', 'box_loss',
+           'ModelConfig', 'model_key', 'AVSLModel', 'EZVSL', 'SLAVC', 'build_model']
 
 # %% ../nbs/04_contrastive.ipynb #f1338a87
 def similarity(v: torch.Tensor, a: torch.Tensor, tau: float) -> torch.Tensor:
@@ -88,6 +88,7 @@ class ModelConfig:
     vdrop: float = 0.9                 # SLAVC: dropout on visual features
     momentum: float = 0.999            # SLAVC: EMA decay of the momentum encoder
     ogl: float = 0.0                   # weight of the object-guided map at evaluation (EZ-VSL: 0.6); 0 = off
+    audio_weights: str | None = None   # local state dict of the audio backbone (e.g. encoders.pretrained_audio)
 
     def __post_init__(self):
         check_config(self, {
@@ -100,13 +101,20 @@ class ModelConfig:
             'momentum': (lambda v: 0 <= v < 1, 'a decay in [0, 1)'),
             'ogl': (lambda v: 0 <= v <= 1, 'a weight in [0, 1]')})
 
+MODEL_LATE_FIELDS = {'audio_weights': None}    # field -> the default that reproduces the runs made before the field existed
+
+def model_key(cfg) -> dict:
+    "A `ModelConfig` (or its dict) as it enters run keys: fields added later count only when set, so older cached runs stay valid."
+    d = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+    return {k: v for k, v in d.items() if not (k in MODEL_LATE_FIELDS and v == MODEL_LATE_FIELDS[k])}
+
 class AVSLModel(nn.Module):
     "Common part: encoder, box loss, evaluation map with optional OGL."
     n_heads = 1
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.enc = AVEncoder(cfg.visual, cfg.audio, cfg.dim, self.n_heads, cfg.visual_weights)
+        self.enc = AVEncoder(cfg.visual, cfg.audio, cfg.dim, self.n_heads, cfg.visual_weights, cfg.audio_weights)
 
     def _embed(self, batch, vdrop=0.0):
         f, g = self.enc.features(batch, vdrop)

@@ -13,22 +13,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (ConfigError, check_config, STREAM_AUDIO_TEACHER, STREAM_VISUAL_TEACHER, preset_config, cache_dir, config_key, seed_everything, atomic_save, pinned_threads,
+from .core import (ConfigError, check_config, STREAM_VISUAL_TEACHER, preset_config, cache_dir, config_key, seed_everything, atomic_save, pinned_threads,
                              atomic_write_json)
 from .data import (SOUNDING, CATEGORY_NAMES, STYLES, SynthConfig, AudioConfig, LogMel, AVSLDataset,
                              render_clip, pink_noise, sprite_at, _background, IMAGENET_MEAN, IMAGENET_STD, load_benchmark)
-from .encoders import AudioVGGish, SmallCNN, ResNet18Trunk, ObjectPretrainConfig, pretrained_cnn, conv_bn
+from .encoders import (AudioVGGish, SmallCNN, ResNet18Trunk, ObjectPretrainConfig, pretrained_cnn, conv_bn, sound_corpus,
+                                 mix_noise, n_sound_classes, train_sound_classifier)
 from .contrastive import ModelConfig, build_model
 from .train import (TrainConfig, fit, evaluate, resolve_device, run, run_folder, result_folder, load_checkpoint,
                              baseline_configs, baseline_grid)
 
 # %% auto #0
 __all__ = ['N_AUDIO_CLASSES', 'VARIANTS', 'audio_hint_loss', 'standardize_maps', 'resize_maps', 'student_objectness',
-           'visual_hint_loss', 'AudioTeacherConfig', 'teacher_sounds', 'mix_noise', 'AudioTeacher',
-           'pretrain_audio_teacher', 'VisualTeacherConfig', 'object_scenes', 'box_cover', 'VisualTeacher',
-           'pretrain_visual_teacher', 'teacher_map_scores', 'freeze', 'load_weights', 'audio_teacher', 'visual_teacher',
-           'teacher_stats', 'ScriptedTeacher', 'FeatureObjectness', 'load_teacher', 'DistillConfig', 'Distilled',
-           'run_distill', 'load_distill_model', 'distill_grid']
+           'visual_hint_loss', 'AudioTeacherConfig', 'AudioTeacher', 'pretrain_audio_teacher', 'VisualTeacherConfig',
+           'object_scenes', 'box_cover', 'VisualTeacher', 'pretrain_visual_teacher', 'teacher_map_scores', 'freeze',
+           'load_weights', 'audio_teacher', 'visual_teacher', 'teacher_stats', 'ScriptedTeacher', 'FeatureObjectness',
+           'load_teacher', 'DistillConfig', 'Distilled', 'run_distill', 'load_distill_model', 'distill_grid']
 
 # %% ../nbs/12_distillation.ipynb #2fb88ef1
 def audio_hint_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -83,28 +83,7 @@ class AudioTeacherConfig:
     def preset(cls, name: str | None = None, **kw):
         return preset_config(cls, {'tiny': dict(variants=3, epochs=2), 'cpu': {}, 'gpu': dict(variants=64, epochs=12)}, name, **kw)
 
-N_AUDIO_CLASSES = len(SOUNDING) + 1            # 21 sounding categories + background noise only
-
-def teacher_sounds(cfg: AudioTeacherConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    "Clean recordings `[N, L]` (RMS 0.1; the noise class is zeros) and labels `[N]` (21 = noise only)."
-    n = int(round(cfg.sample_rate * cfg.clip_seconds))
-    xs, ys = [], []
-    for ci, c in enumerate(SOUNDING):
-        for v in range(cfg.variants):
-            xs.append(render_clip(c, np.random.default_rng([cfg.seed, STREAM_AUDIO_TEACHER, ci, v]), cfg.sample_rate, n)); ys.append(ci)
-    xs += [np.zeros(n, np.float32)] * cfg.variants; ys += [len(SOUNDING)] * cfg.variants
-    return torch.from_numpy(np.stack(xs)), torch.tensor(ys)
-
-def mix_noise(waves: torch.Tensor, labels: torch.Tensor, cfg: AudioTeacherConfig, rng: np.random.Generator) -> torch.Tensor:
-    "Random gain and pink noise at a random SNR (noise-only clips at the benchmark's silent level), as int16 would store them."
-    B, n = waves.shape
-    noise = torch.from_numpy(np.stack([pink_noise(rng, n) for _ in range(B)]))
-    snr = torch.from_numpy(rng.uniform(cfg.snr_min, cfg.snr_max, B)).float()
-    x = waves * torch.from_numpy(rng.uniform(0.6, 1.0, B)).float()[:, None]
-    rms = x.pow(2).mean(1).sqrt()
-    level = torch.where(labels < len(SOUNDING), rms, torch.full_like(rms, 0.1)) / 10 ** (snr / 20)
-    x = (x + noise * level[:, None]).clamp(-1, 1)
-    return (x * 32767).round() / 32768
+N_AUDIO_CLASSES = n_sound_classes()            # 21 sounding categories + background noise only
 
 class AudioTeacher(nn.Module):
     "VGGish-small trunk -> ReLU embedding `[B, emb_dim]` -> classifier; `embed(batch)` is the hint target."
@@ -121,35 +100,9 @@ class AudioTeacher(nn.Module):
 # %% ../nbs/12_distillation.ipynb #82e9791c
 @pinned_threads('cpu')
 def pretrain_audio_teacher(cfg: AudioTeacherConfig, path, log=print) -> dict:
-    "Train an `AudioTeacher` on `teacher_sounds(cfg)` (last variant of each class held out); save its state dict to `path`."
-    t0 = time.perf_counter()
-    seed_everything(cfg.seed)
-    waves, labels = teacher_sounds(cfg)
-    held = torch.arange(len(labels)) % cfg.variants == cfg.variants - 1
-    logmel = LogMel(AudioConfig(sample_rate=cfg.sample_rate))
-    spec = lambda w: logmel(w[:, None])                                   # [B, L] -> [B, 1, 64, T]
-    net = AudioTeacher(cfg.emb_dim)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    tr = torch.nonzero(~held).flatten()
-    steps = cfg.epochs * -(-len(tr) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
-    rng, g = np.random.default_rng([cfg.seed, STREAM_AUDIO_TEACHER, 1]), torch.Generator().manual_seed(cfg.seed)
-    xv = spec(mix_noise(waves[held], labels[held], cfg, np.random.default_rng([cfg.seed, STREAM_AUDIO_TEACHER, 2])))
-    losses = []
-    for ep in range(cfg.epochs):
-        net.train(); tot = 0.0
-        for idx in tr[torch.randperm(len(tr), generator=g)].split(cfg.batch_size):
-            if len(idx) < 2: continue                                       # BatchNorm needs two samples
-            loss = F.cross_entropy(net(spec(mix_noise(waves[idx], labels[idx], cfg, rng))), labels[idx])
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-            tot += loss.item() * len(idx)
-        losses.append(tot / len(tr))
-        net.eval()
-        with torch.no_grad(): acc = net(xv).argmax(1).eq(labels[held]).float().mean().item()
-        log(f"audio teacher epoch {ep + 1}/{cfg.epochs}: loss {losses[-1]:.3f}, held-out accuracy {acc:.1%}")
+    "Train an `AudioTeacher` on chapter 3's sound corpus (`encoders.train_sound_classifier`); save its state dict to `path`."
+    net, stats = train_sound_classifier(cfg, lambda: AudioTeacher(cfg.emb_dim), log, 'audio teacher')
     atomic_save(net.state_dict(), Path(path))
-    stats = {'held_out_accuracy': acc, 'chance': 1 / N_AUDIO_CLASSES, 'n_train': len(tr), 'n_held_out': int(held.sum()),
-             'losses': losses, 'seconds': time.perf_counter() - t0}
     atomic_write_json(stats, Path(path).with_suffix('.json'))
     return stats
 

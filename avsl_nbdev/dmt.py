@@ -16,19 +16,20 @@ from .core import (PRESETS, ConfigError, TEACHER_B_SEED_OFFSET, UNLABELED_SEED_O
                              atomic_write_json, read_json, FileFormatError)
 from .data import SynthConfig, load_benchmark, split_dataset, labeled_subset
 from .metrics import minmax, upsample
-from .contrastive import ModelConfig, METHODS, build_model
+from .contrastive import ModelConfig, METHODS, build_model, model_key
 from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, run_folder
 from .teachers import teacher_configs, train_teacher, mask_iou
 from .filtering import pseudo_masks, label_quality, confidence_threshold
 from .ipl import combine_masks, COMBINE
 from .ema import ema_update, strong_view, StrongAug
-from .encoders import VISUAL_NAMES, AUDIO_FAMILIES, AUDIO_LETTERS, audio_names
+from .encoders import VISUAL_NAMES, AUDIO_FAMILIES, AUDIO_LETTERS, audio_names, AudioPretrainConfig, SoundNetPretrainConfig
 
 # %% auto #0
 __all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'ENCODER_FIELDS', 'PL_STATS', 'CONF_RING', 'RESUMABLE', 'STAGE_DIRS',
-           'SCORE_COLS', 'DMTConfig', 'visual_weights', 'model_configs', 'data_key', 'dmt_labeled_mask', 'dmt_key',
-           'warm_start_runs', 'teacher_runs', 'stage2_folder', 'stage1', 'DualMeanTeacher', 'RunFolderError',
-           'read_run_config', 'check_out_dir', 'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt']
+           'SCORE_COLS', 'DMTConfig', 'visual_weights', 'audio_weights', 'prepare_weights', 'model_configs', 'data_key',
+           'dmt_labeled_mask', 'dmt_key', 'warm_start_runs', 'teacher_runs', 'stage2_folder', 'stage1',
+           'DualMeanTeacher', 'RunFolderError', 'read_run_config', 'check_out_dir', 'out_dir_lock', 'validate_run',
+           'stage2_indices', 'train', 'run_dmt']
 
 # %% ../nbs/09_dmt.ipynb #9961caca
 EVAL_NETS = ('teacher_a', 'teacher_b', 'student_a', 'student_b', 'teachers')
@@ -41,6 +42,7 @@ class DMTConfig:
     object_pretrain: str | None = 'cpu'   # cnn: start from the object-pretrained CNN of this ObjectPretrainConfig preset (None: scratch)
     visual_weights: str | None = None     # resnet18: local ImageNet state dict
     warm_start: str | None = None         # teachers start from the base method trained self-supervised (TrainConfig preset name; None: from the encoders)
+    audio_pretrain: str | None = None     # V and S teachers start from chapter 3's pretrained backbones of this preset (VGGish / SoundNet analogs; R from scratch); None: all from scratch
     audio_a: str = 'vggish-small'         # teacher/student A's audio backbone
     audio_b: str = 'soundnet-small'       # teacher/student B's audio backbone (must differ from A's)
     dim: int = 128
@@ -90,6 +92,8 @@ class DMTConfig:
             'object_pretrain': (lambda v: v is None or v in PRESETS, f'None or a preset name {PRESETS}'),
             'visual_weights': (lambda v: v is None or Path(v).is_file(), 'None or an existing state-dict file'),
             'warm_start': (lambda v: v is None or v in PRESETS, f'None or a preset name {PRESETS}'),
+            'audio_pretrain': (lambda v: v is None or (v in PRESETS and any(_pretrain_config(v, a) for a in (self.audio_a, self.audio_b)[:self.teachers])),
+                               f'None or a preset name {PRESETS} whose pretrained V or S backbone is one of the teachers\''),
             'audio_a': (audio, f'one of {audio_names()} (or R/V/S, -small)'),
             'audio_b': (lambda v: audio(v) and (self.teachers == 1 or v != self.audio_a),
                         f'one of {audio_names()} (or R/V/S, -small), different from audio_a (the teachers must differ)'),
@@ -156,11 +160,40 @@ def visual_weights(cfg: DMTConfig, pretrain: bool = False, log=print) -> str | N
     from avsl_nbdev.encoders import pretrained_cnn, ObjectPretrainConfig
     return str(pretrained_cnn(ObjectPretrainConfig.preset(cfg.object_pretrain), log=log, train=pretrain))
 
+def _canonical_audio(name: str) -> str:
+    "'V-small' -> 'vggish-small' (the letters R/V/S name the families)."
+    fam, sep, size = name.partition('-')
+    return AUDIO_LETTERS.get(fam, fam) + sep + size
+
+def _pretrain_config(preset: str, audio: str):
+    "Chapter 3's pretraining of backbone `audio` at `preset`: V by sound classification, S by predicting the frames; R none."
+    for c in (AudioPretrainConfig.preset(preset), SoundNetPretrainConfig.preset(preset)):
+        if _canonical_audio(c.audio) == _canonical_audio(audio): return c
+    return None
+
+def audio_weights(cfg: DMTConfig, audio: str, pretrain: bool = False, log=print) -> str | None:
+    """The weights file teacher backbone `audio` starts from with `cfg.audio_pretrain`: the VGGish analog (sound
+    classification, `encoders.pretrained_audio`) for V, the SoundNet analog (the frames' object posteriors,
+    `encoders.pretrained_soundnet`) for S, both committed for the tiny and cpu presets; None (scratch) for R or without
+    `audio_pretrain`. As with `visual_weights`, only `pretrain=True` trains a missing file."""
+    if not cfg.audio_pretrain: return None
+    from avsl_nbdev.encoders import pretrained_audio, pretrained_soundnet
+    c = _pretrain_config(cfg.audio_pretrain, audio)
+    if c is None: return None
+    make = pretrained_audio if isinstance(c, AudioPretrainConfig) else pretrained_soundnet
+    return str(make(c, log=log, train=pretrain))
+
+def prepare_weights(cfg: DMTConfig, log=print):
+    "The explicit pretraining step (`train` takes it first): every pretrained file `cfg` starts from exists afterwards."
+    visual_weights(cfg, pretrain=True, log=log)
+    for a in (cfg.audio_a, cfg.audio_b)[:cfg.teachers]: audio_weights(cfg, a, pretrain=True, log=log)
+
 def model_configs(cfg: DMTConfig) -> list[ModelConfig]:
     "The `ModelConfig` of each teacher (and its student): one per audio backbone of `cfg`, the same visual trunk."
     base = ModelConfig(method=cfg.method, visual=cfg.visual, visual_weights=visual_weights(cfg), dim=cfg.dim,
                        contrastive_weight=cfg.contrastive_weight)
-    return teacher_configs(base, (cfg.audio_a, cfg.audio_b)[:cfg.teachers], cfg.box_weight)
+    ms = teacher_configs(base, (cfg.audio_a, cfg.audio_b)[:cfg.teachers], cfg.box_weight)
+    return [dataclasses.replace(m, audio_weights=audio_weights(cfg, m.audio)) for m in ms]
 
 def _train_cfg(cfg: DMTConfig, epochs: int, seed: int, stage: int = 1) -> TrainConfig:
     lr, schedule = (cfg.lr, 'constant') if stage == 1 else (cfg.stage2_lr or cfg.lr, cfg.stage2_schedule)
@@ -189,7 +222,7 @@ def dmt_key(cfg: DMTConfig) -> dict:
     "The config as it enters run keys: fields added after `CODE_VERSION` 2 count only when set, so older cached runs stay valid."
     return {k: v for k, v in asdict(cfg).items() if not (k in LATE_FIELDS and v == LATE_FIELDS[k])}
 
-LATE_FIELDS = {'unlabeled': None, 'warm_start': None, 'stage2_lr': None, 'stage2_schedule': 'constant'}     # field -> the default that reproduces the runs made before the field existed
+LATE_FIELDS = {'unlabeled': None, 'warm_start': None, 'stage2_lr': None, 'stage2_schedule': 'constant', 'audio_pretrain': None}     # field -> the default that reproduces the runs made before the field existed
 
 def warm_start_runs(cfg: DMTConfig, synth) -> list[tuple]:
     """`(name, ModelConfig, TrainConfig)` of the self-supervised run each teacher starts from when `cfg.warm_start` is
@@ -214,7 +247,7 @@ def teacher_runs(cfg: DMTConfig, bench, out_dir=None, synth=None) -> list[tuple]
     warm = warm_start_runs(cfg, synth) if cfg.warm_start else [None] * cfg.teachers
     for k, mcfg, w in zip('ab', model_configs(cfg), warm):
         tcfg = _train_cfg(cfg, max(1, cfg.stage1_epochs), cfg.seed + (TEACHER_B_SEED_OFFSET if k == 'b' else 0))   # 0 epochs: never written
-        key = {'model': asdict(mcfg), 'train': asdict(tcfg), 'labeled': [cfg.labeled, cfg.labeled_seed],
+        key = {'model': model_key(mcfg), 'train': asdict(tcfg), 'labeled': [cfg.labeled, cfg.labeled_seed],
                'samples': cfg.stage1_samples, 'data': data_key(bench), 'code': CODE_VERSION}
         if w: key['warm_start'] = _warm_dir(w, synth).name
         out.append((k, mcfg, tcfg, Path(out_dir) / f'teacher_{k}' if out_dir else run_dir(f'teacher-{k}', key), w))
@@ -545,7 +578,7 @@ def train(cfg: DMTConfig | None = None, data=None, out_dir=None, resume: bool = 
     synth = data if isinstance(data, SynthConfig) else (SynthConfig.preset() if data is None else None)
     bench = load_benchmark(synth) if synth is not None else data
     is_lab = validate_run(cfg, bench)                         # before anything is written
-    visual_weights(cfg, pretrain=True, log=log)               # the explicit pretraining step (a committed file: nothing to do)
+    prepare_weights(cfg, log)                                 # the explicit pretraining step (committed files: nothing to do)
     runs = teacher_runs(cfg, bench, out_dir, synth)           # once; with a warm start, refused unless the data is a SynthConfig
     if not out_dir or dist_rank(): return _train(cfg, bench, out_dir, resume, log, synth, is_lab, runs)
     with out_dir_lock(out_dir): return _train(cfg, bench, out_dir, resume, log, synth, is_lab, runs)

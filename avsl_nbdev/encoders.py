@@ -13,14 +13,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .core import ConfigError, FileFormatError, load_torch, atomic_save, pinned_threads, STREAM_OBJECT_IMAGES
+from .core import (ConfigError, FileFormatError, load_torch, atomic_save, atomic_write_json, pinned_threads, check_config,
+                             preset_config, STREAM_OBJECT_IMAGES, STREAM_AUDIO_TEACHER)
 
 # %% auto #0
-__all__ = ['AUDIO_FAMILIES', 'AUDIO_LETTERS', 'VISUAL_NAMES', 'PRETRAIN_THREADS', 'COMMITTED_CNN', 'conv_bn', 'SmallCNN',
-           'load_local_weights', 'ResNet18Trunk', 'LogSpectrogram', 'BasicBlock', 'AudioResNet', 'AudioVGGish',
-           'PolyphaseConv1d', 'AudioSoundNet', 'audio_names', 'build_visual', 'build_audio', 'AVEncoder',
-           'count_params', 'measure_throughput', 'ObjectPretrainConfig', 'object_images', 'pretrain_visual',
-           'committed_weights', 'cnn_weights_name', 'pretrained_cnn', 'write_committed_cnn']
+__all__ = ['AUDIO_FAMILIES', 'AUDIO_LETTERS', 'VISUAL_NAMES', 'PRETRAIN_THREADS', 'COMMITTED_CNN', 'COMMITTED_AUDIO',
+           'PROBE_SEED_OFFSET', 'conv_bn', 'SmallCNN', 'load_local_weights', 'ResNet18Trunk', 'LogSpectrogram',
+           'BasicBlock', 'AudioResNet', 'AudioVGGish', 'PolyphaseConv1d', 'AudioSoundNet', 'audio_names',
+           'build_visual', 'build_audio', 'AVEncoder', 'count_params', 'measure_throughput', 'ObjectPretrainConfig',
+           'object_images', 'pretrain_visual', 'committed_weights', 'cnn_weights_name', 'pretrained_cnn',
+           'write_committed_cnn', 'AudioPretrainConfig', 'n_sound_classes', 'sound_corpus', 'mix_noise',
+           'train_sound_classifier', 'pretrain_audio', 'audio_weights_name', 'pretrained_audio',
+           'write_committed_audio', 'linear_probe', 'SoundNetPretrainConfig', 'object_classifier', 'pretrain_soundnet',
+           'soundnet_weights_name', 'pretrained_soundnet', 'write_committed_soundnet']
 
 # %% ../nbs/03_encoders.ipynb #2920d0e1
 def conv_bn(cin, cout, k=3, s=1, dim=2, d=1, conv=None):
@@ -161,21 +166,22 @@ def build_visual(name: str, weights: str | None = None) -> nn.Module:
     if name == 'resnet18': return ResNet18Trunk(weights)
     raise ConfigError(f"visual = {name!r}: expected one of {VISUAL_NAMES}")
 
-def build_audio(name: str) -> nn.Module:
-    "An audio backbone by name: `resnet`, `vggish-small`, `S-small`, ..."
+def build_audio(name: str, weights: str | None = None) -> nn.Module:
+    "An audio backbone by name: `resnet`, `vggish-small`, `S-small`, ...; `weights`: a local state-dict file of that backbone."
     fam, _, size = name.partition('-')
     fam = AUDIO_LETTERS.get(fam, fam)
     if fam not in AUDIO_FAMILIES or size not in ('', 'small'):
         raise ConfigError(f"audio = {name!r}: expected one of {audio_names()} (or R/V/S for resnet/vggish/soundnet)")
-    return AUDIO_FAMILIES[fam]('small' if size else 'full')
+    net = AUDIO_FAMILIES[fam]('small' if size else 'full')
+    return load_local_weights(net, weights) if weights else net
 
 # %% ../nbs/03_encoders.ipynb #ca14c397
 class AVEncoder(nn.Module):
     "Visual trunk + audio backbone + `n_heads` projection pairs -> lists of normalised `v [B, D, h, w]` and `a [B, D]`."
     def __init__(self, visual: str = 'cnn', audio: str = 'vggish-small', dim: int = 128, n_heads: int = 1,
-                 visual_weights: str | None = None):
+                 visual_weights: str | None = None, audio_weights: str | None = None):
         super().__init__()
-        self.visual, self.audio = build_visual(visual, visual_weights), build_audio(audio)
+        self.visual, self.audio = build_visual(visual, visual_weights), build_audio(audio, audio_weights)
         self.vproj = nn.ModuleList([nn.Conv2d(self.visual.out_channels, dim, 1) for _ in range(n_heads)])
         self.aproj = nn.ModuleList([nn.Linear(self.audio.out_channels, dim) for _ in range(n_heads)])
 
@@ -320,4 +326,282 @@ def write_committed_cnn(presets=COMMITTED_CNN, log=print) -> list[Path]:
         cfg = ObjectPretrainConfig.preset(p)
         log(f"object pretraining, preset {p}: {pretrain_visual(cfg, committed_weights(cnn_weights_name(cfg)), log)['val_accuracy']:.1%}")
         out.append(committed_weights(cnn_weights_name(cfg)))
+    return out
+
+# %% ../nbs/03_encoders.ipynb #2307bfe3
+@dataclass
+class AudioPretrainConfig:
+    "Supervised pretraining of an audio backbone (VGGish's analog) on category sounds that the benchmark never uses."
+    audio: str = 'vggish-small'  # the backbone (encoders.build_audio name)
+    variants: int = 24           # recordings per class (the last one held out)
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+    snr_min: float = 0.0         # dB, per-example SNR of the mixed-in pink noise
+    snr_max: float = 20.0
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        check_config(self, {
+            'audio': (lambda v: v in audio_names(), f'one of {audio_names()}'),
+            'variants': (lambda v: v >= 2, 'an integer >= 2 (one is held out)'),
+            'epochs': (lambda v: v >= 1, 'a positive integer'),
+            'batch_size': (lambda v: v >= 2, 'an integer >= 2'),
+            'lr': (lambda v: v > 0, 'a positive learning rate'),
+            'snr_max': (lambda v: v >= self.snr_min, 'a number of dB >= snr_min')})
+
+    @classmethod
+    def preset(cls, name: str | None = None, **kw):
+        return preset_config(cls, {'tiny': dict(variants=3, epochs=2), 'cpu': {},
+                                   'gpu': dict(audio='vggish', variants=64, epochs=12)}, name, **kw)
+
+# %% ../nbs/03_encoders.ipynb #a891d112
+def n_sound_classes() -> int:
+    "The 21 sounding categories plus one class of background noise only."
+    from avsl_nbdev.data import SOUNDING
+    return len(SOUNDING) + 1
+
+def sound_corpus(cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean recordings `[N, L]` (RMS 0.1; the noise class is zeros) and labels `[N]` (the last class = noise only) for a
+    config with `variants`, `seed`, `sample_rate`, `clip_seconds` (`AudioPretrainConfig`, the AVC audio teacher's)."""
+    import numpy as np
+    from avsl_nbdev.data import SOUNDING, render_clip
+    n = int(round(cfg.sample_rate * cfg.clip_seconds))
+    xs, ys = [], []
+    for ci, c in enumerate(SOUNDING):
+        for v in range(cfg.variants):
+            xs.append(render_clip(c, np.random.default_rng([cfg.seed, STREAM_AUDIO_TEACHER, ci, v]), cfg.sample_rate, n)); ys.append(ci)
+    xs += [np.zeros(n, np.float32)] * cfg.variants; ys += [len(SOUNDING)] * cfg.variants
+    return torch.from_numpy(np.stack(xs)), torch.tensor(ys)
+
+def mix_noise(waves: torch.Tensor, labels: torch.Tensor, cfg, rng) -> torch.Tensor:
+    "Random gain and pink noise at a random SNR (noise-only clips at the benchmark's silent level), as int16 would store them."
+    import numpy as np
+    from avsl_nbdev.data import SOUNDING, pink_noise
+    B, n = waves.shape
+    noise = torch.from_numpy(np.stack([pink_noise(rng, n) for _ in range(B)]))
+    snr = torch.from_numpy(rng.uniform(cfg.snr_min, cfg.snr_max, B)).float()
+    x = waves * torch.from_numpy(rng.uniform(0.6, 1.0, B)).float()[:, None]
+    rms = x.pow(2).mean(1).sqrt()
+    level = torch.where(labels < len(SOUNDING), rms, torch.full_like(rms, 0.1)) / 10 ** (snr / 20)
+    x = (x + noise * level[:, None]).clamp(-1, 1)
+    return (x * 32767).round() / 32768
+
+# %% ../nbs/03_encoders.ipynb #253554f3
+def train_sound_classifier(cfg, make_net, log=print, name: str = 'audio pretraining') -> tuple[nn.Module, dict]:
+    "Train `make_net()` (spec -> `n_sound_classes()` logits) on `sound_corpus(cfg)`, the last variant of each class held out."
+    import numpy as np
+    from avsl_nbdev.core import seed_everything
+    from avsl_nbdev.data import AudioConfig, LogMel
+    t0 = time.perf_counter()
+    seed_everything(cfg.seed)
+    waves, labels = sound_corpus(cfg)
+    held = torch.arange(len(labels)) % cfg.variants == cfg.variants - 1
+    logmel = LogMel(AudioConfig(sample_rate=cfg.sample_rate))
+    spec = lambda w: logmel(w[:, None])                                   # [B, L] -> [B, 1, 64, T]
+    net = make_net()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    tr = torch.nonzero(~held).flatten()
+    steps = cfg.epochs * -(-len(tr) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+    rng, g = np.random.default_rng([cfg.seed, STREAM_AUDIO_TEACHER, 1]), torch.Generator().manual_seed(cfg.seed)
+    xv = spec(mix_noise(waves[held], labels[held], cfg, np.random.default_rng([cfg.seed, STREAM_AUDIO_TEACHER, 2])))
+    losses, accs = [], []
+    for ep in range(cfg.epochs):
+        net.train(); tot = 0.0
+        for idx in tr[torch.randperm(len(tr), generator=g)].split(cfg.batch_size):
+            if len(idx) < 2: continue                                       # BatchNorm needs two samples
+            loss = F.cross_entropy(net(spec(mix_noise(waves[idx], labels[idx], cfg, rng))), labels[idx])
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+            tot += loss.item() * len(idx)
+        losses.append(tot / len(tr))
+        net.eval()
+        with torch.no_grad(): acc = net(xv).argmax(1).eq(labels[held]).float().mean().item()
+        accs.append(acc)
+        log(f"{name} epoch {ep + 1}/{cfg.epochs}: loss {losses[-1]:.3f}, held-out accuracy {acc:.1%}")
+    return net, {'held_out_accuracy': acc, 'chance': 1 / n_sound_classes(), 'n_train': len(tr), 'n_held_out': int(held.sum()),
+                 'losses': losses, 'accuracies': accs, 'seconds': time.perf_counter() - t0}
+
+@pinned_threads('cpu', 2)                  # a fixed thread count: the committed weights are reproducible on one machine
+def pretrain_audio(cfg: AudioPretrainConfig, path, log=print) -> dict:
+    "Train `build_audio(cfg.audio)` + a linear head on the sound corpus; save the backbone's state dict to `path` (stats beside it)."
+    def make():
+        trunk = build_audio(cfg.audio)
+        return nn.Sequential(trunk, nn.Linear(trunk.out_channels, n_sound_classes()))
+    net, stats = train_sound_classifier(cfg, make, log)
+    atomic_save(net[0].state_dict(), Path(path))
+    atomic_write_json({k: v for k, v in stats.items() if k != 'seconds'}, Path(path).with_suffix('.json'))
+    return stats
+
+COMMITTED_AUDIO = ('tiny', 'cpu')      # presets of AudioPretrainConfig whose backbones are committed
+
+def audio_weights_name(cfg: AudioPretrainConfig) -> str:
+    from avsl_nbdev.core import config_key
+    return f'{cfg.audio}-sounds-{config_key(cfg)}.pt'
+
+def pretrained_audio(cfg: AudioPretrainConfig | None = None, log=print, train: bool = True) -> Path:
+    """Path of the sound-pretrained backbone for `cfg` (default: current preset): the committed file when the package
+    ships one for exactly this config, else the cache's, trained on first use — or, with `train=False`, an error."""
+    from avsl_nbdev.core import cache_dir
+    cfg = cfg or AudioPretrainConfig.preset()
+    if committed_weights(audio_weights_name(cfg)).exists(): return committed_weights(audio_weights_name(cfg))
+    path = cache_dir() / 'weights' / audio_weights_name(cfg)
+    if not path.exists():
+        if not train: raise ConfigError(f"the sound-pretrained backbone {path} does not exist yet: make it first with "
+                                        f"encoders.pretrained_audio(AudioPretrainConfig.preset(...)) (dmt.train does)")
+        pretrain_audio(cfg, path, log)
+    return path
+
+def write_committed_audio(presets=COMMITTED_AUDIO, log=print) -> list[Path]:
+    """Pretrain the backbones of `presets` and write them into the package (the command that made the committed files:
+    `.venv/bin/python -c "from avsl_nbdev.encoders import write_committed_audio; write_committed_audio()"`)."""
+    out = []
+    for p in presets:
+        cfg = AudioPretrainConfig.preset(p)
+        log(f"audio pretraining, preset {p}: {pretrain_audio(cfg, committed_weights(audio_weights_name(cfg)), log)['held_out_accuracy']:.1%}")
+        out.append(committed_weights(audio_weights_name(cfg)))
+    return out
+
+# %% ../nbs/03_encoders.ipynb #b98d4d94
+PROBE_SEED_OFFSET = 1     # the probe's recordings: the corpus of seed + 1, which pretraining never heard
+
+def linear_probe(trunk: nn.Module, cfg=None, held_variants: int = 8, snr=(-10.0, 0.0), steps: int = 300) -> float:
+    """What a frozen audio `trunk` knows about the categories: held-out accuracy of a linear classifier (full-batch Adam,
+    cross-entropy) on its standardised features `[N, C_a]` of new recordings (`sound_corpus` at seed + 1), noise mixed once
+    at `snr` dB (harder than pretraining's, so that the probe is not at its ceiling), the last `held_variants` of each
+    class held out."""
+    import numpy as np
+    from avsl_nbdev.data import AudioConfig, LogMel
+    cfg = cfg or AudioPretrainConfig.preset()
+    c = dataclasses.replace(cfg, seed=cfg.seed + PROBE_SEED_OFFSET, snr_min=snr[0], snr_max=snr[1])
+    waves, labels = sound_corpus(c)
+    held = torch.arange(len(labels)) % c.variants >= c.variants - held_variants
+    x = mix_noise(waves, labels, c, np.random.default_rng([c.seed, STREAM_AUDIO_TEACHER, 3]))
+    trunk.eval()
+    logmel = LogMel(AudioConfig(sample_rate=c.sample_rate))
+    read = (lambda b: b[:, None]) if getattr(trunk, 'input_key', 'spec') == 'wave' else (lambda b: logmel(b[:, None]))   # S hears the waveform
+    with torch.no_grad(): f = torch.cat([trunk(read(b)) for b in x.split(128)])
+    f = (f - f[~held].mean(0)) / (f[~held].std(0) + 1e-6)
+    g = torch.Generator().manual_seed(c.seed)
+    head = nn.Linear(f.shape[1], n_sound_classes())
+    with torch.no_grad(): head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.01); head.bias.zero_()
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = F.cross_entropy(head(f[~held]), labels[~held]); opt.zero_grad(); loss.backward(); opt.step()
+    with torch.no_grad(): return head(f[held]).argmax(1).eq(labels[held]).float().mean().item()
+
+# %% ../nbs/03_encoders.ipynb #e05d0838
+@dataclass
+class SoundNetPretrainConfig:
+    "SoundNet's analog: an audio backbone trained on the training clips to predict the object CNN's posteriors of their frames."
+    audio: str = 'soundnet-small'  # the backbone (encoders.build_audio name)
+    synth: str = 'cpu'             # the SynthConfig preset whose training split is used (its clips only)
+    object_pretrain: str = 'cpu'   # the ObjectPretrainConfig preset of the visual classifier
+    head_images: int = 2000        # object images the CNN's linear classifier is fitted on
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        from avsl_nbdev.core import PRESETS
+        check_config(self, {
+            'audio': (lambda v: v in audio_names(), f'one of {audio_names()}'),
+            'synth': (lambda v: v in PRESETS, f'a preset name {PRESETS}'),
+            'object_pretrain': (lambda v: v in PRESETS, f'a preset name {PRESETS}'),
+            'head_images': (lambda v: v >= 64, 'an integer >= 64'),
+            'epochs': (lambda v: v >= 1, 'a positive integer'),
+            'batch_size': (lambda v: v >= 2, 'an integer >= 2'),
+            'lr': (lambda v: v > 0, 'a positive learning rate')})
+
+    @classmethod
+    def preset(cls, name: str | None = None, **kw):
+        return preset_config(cls, {'tiny': dict(synth='tiny', object_pretrain='tiny', head_images=256, epochs=2), 'cpu': {},
+                                   'gpu': dict(audio='soundnet', synth='gpu', object_pretrain='gpu', epochs=10)}, name, **kw)
+
+def object_classifier(ocfg: ObjectPretrainConfig, n_images: int = 2000, steps: int = 300) -> tuple[nn.Module, float]:
+    """The object-pretrained CNN with a linear classifier re-fitted on its frozen, average-pooled features of `n_images`
+    object images (the pretraining images): `net(image [B, 3, S, S]) -> logits [B, 33]`, and its accuracy on the held-out
+    object images."""
+    from avsl_nbdev.data import CATEGORY_NAMES
+    n_val = max(64, ocfg.n_images // 8)
+    trunk = build_visual('cnn', str(pretrained_cnn(ocfg, train=False))).eval()
+    feats = lambda x: torch.cat([trunk(b).mean((2, 3)) for b in x.split(256)])
+    with torch.no_grad():
+        xv, yv = object_images(ocfg, 0, n_val); fv = feats(xv)
+        x, y = object_images(ocfg, n_val, n_val + min(n_images, ocfg.n_images)); f = feats(x)
+    head = nn.Linear(f.shape[1], len(CATEGORY_NAMES))
+    g = torch.Generator().manual_seed(ocfg.seed)
+    with torch.no_grad(): head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.01); head.bias.zero_()
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = F.cross_entropy(head(f), y); opt.zero_grad(); loss.backward(); opt.step()
+    with torch.no_grad(): acc = head(fv).argmax(1).eq(yv).float().mean().item()
+    return nn.Sequential(trunk, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).eval(), acc
+
+@pinned_threads('cpu', 2)                  # a fixed thread count: the committed weights are reproducible on one machine
+def pretrain_soundnet(cfg: SoundNetPretrainConfig, path, log=print) -> dict:
+    "Train `build_audio(cfg.audio)` + a linear head to predict the object classifier's posteriors of the training frames; save the backbone."
+    from avsl_nbdev.core import seed_everything
+    from avsl_nbdev.data import SynthConfig, load_benchmark, AVSLDataset
+    t0 = time.perf_counter()
+    seed_everything(cfg.seed)
+    vis, head_acc = object_classifier(ObjectPretrainConfig.preset(cfg.object_pretrain), cfg.head_images)
+    ds = AVSLDataset(load_benchmark(SynthConfig.preset(cfg.synth), log=log, splits=('train',))['train'])   # training clips only
+    with torch.no_grad():
+        parts = [ds.__getitems__(range(a, min(a + 256, len(ds)))) for a in range(0, len(ds), 256)]
+        q = torch.cat([vis(p['image']).softmax(1) for p in parts])              # [N, 33] what the eyes see
+    wave = torch.cat([p['wave'] for p in parts])                                # [N, 1, L]
+    n_held = max(2, len(ds) // 10)
+    tr, held = torch.arange(len(ds) - n_held), torch.arange(len(ds) - n_held, len(ds))
+    trunk = build_audio(cfg.audio)
+    net = nn.Sequential(trunk, nn.Linear(trunk.out_channels, q.shape[1]))
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    steps = cfg.epochs * -(-len(tr) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+    g = torch.Generator().manual_seed(cfg.seed)
+    losses, agree = [], []
+    for ep in range(cfg.epochs):
+        net.train(); tot = 0.0
+        for idx in tr[torch.randperm(len(tr), generator=g)].split(cfg.batch_size):
+            if len(idx) < 2: continue                                           # BatchNorm needs two samples
+            loss = -(q[idx] * net(wave[idx]).log_softmax(1)).sum(1).mean()
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+            tot += loss.item() * len(idx)
+        losses.append(tot / len(tr))
+        net.eval()
+        with torch.no_grad(): agree.append(torch.cat([net(w).argmax(1) for w in wave[held].split(256)]).eq(q[held].argmax(1)).float().mean().item())
+        log(f"SoundNet-style pretraining epoch {ep + 1}/{cfg.epochs}: loss {losses[-1]:.3f}, top-1 agreement with the frames {agree[-1]:.1%}")
+    stats = {'losses': losses, 'agreement': agree, 'object_classifier_accuracy': head_acc, 'n_train': len(tr), 'n_held_out': n_held,
+             'teacher_entropy': float(-(q * q.clamp_min(1e-12).log()).sum(1).mean()), 'seconds': time.perf_counter() - t0}
+    atomic_save(trunk.state_dict(), Path(path))
+    atomic_write_json({k: v for k, v in stats.items() if k != 'seconds'}, Path(path).with_suffix('.json'))
+    return stats
+
+def soundnet_weights_name(cfg: SoundNetPretrainConfig) -> str:
+    from avsl_nbdev.core import config_key
+    return f'{cfg.audio}-frames-{config_key(cfg)}.pt'
+
+def pretrained_soundnet(cfg: SoundNetPretrainConfig | None = None, log=print, train: bool = True) -> Path:
+    "Path of the SoundNet-style backbone for `cfg`: committed, else cached (trained on first use, or an error with `train=False`)."
+    from avsl_nbdev.core import cache_dir
+    cfg = cfg or SoundNetPretrainConfig.preset()
+    if committed_weights(soundnet_weights_name(cfg)).exists(): return committed_weights(soundnet_weights_name(cfg))
+    path = cache_dir() / 'weights' / soundnet_weights_name(cfg)
+    if not path.exists():
+        if not train: raise ConfigError(f"the SoundNet-style backbone {path} does not exist yet: make it first with "
+                                        f"encoders.pretrained_soundnet(SoundNetPretrainConfig.preset(...)) (dmt.train does)")
+        pretrain_soundnet(cfg, path, log)
+    return path
+
+def write_committed_soundnet(presets=('tiny', 'cpu'), log=print) -> list[Path]:
+    """Pretrain the SoundNet-style backbones of `presets` into the package (the command that made the committed files:
+    `.venv/bin/python -c "from avsl_nbdev.encoders import write_committed_soundnet; write_committed_soundnet()"`)."""
+    out = []
+    for p in presets:
+        cfg = SoundNetPretrainConfig.preset(p)
+        pretrain_soundnet(cfg, committed_weights(soundnet_weights_name(cfg)), log)
+        out.append(committed_weights(soundnet_weights_name(cfg)))
     return out

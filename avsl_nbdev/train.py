@@ -15,7 +15,7 @@ from .core import (ConfigError, check_config, RANK_SEED_STRIDE, seed_everything,
                             atomic_write_json, atomic_write_text, native_bf16, check_device)
 from .data import collate_av, labeled_subset, load_benchmark, AVSLDataset, SynthConfig
 from .metrics import LocalizationMeter
-from .contrastive import ModelConfig, build_model
+from .contrastive import ModelConfig, build_model, model_key
 
 # %% auto #0
 __all__ = ['BASELINES', 'CALIBRATION_SIZES', 'CALIBRATION_STRIDES', 'CALIBRATION_MODELS', 'CALIBRATION_EPOCHS', 'TrainConfig',
@@ -297,7 +297,7 @@ def run_folder(name: str, synth_cfg, model_cfg, train_cfg, extra: dict | None = 
     """The folder of run `name`: `run_dir` of its configs (dataclasses or their dicts) and `extra` JSON-able configs —
     the one place a run's key is built (`run`, `load_run_model`, the sweeps, the warm start, the distillation grid)."""
     d = lambda c: c if isinstance(c, dict) else asdict(c)
-    return run_dir(name, {'synth': d(synth_cfg), 'model': d(model_cfg), 'train': d(train_cfg), **(extra or {})})
+    return run_dir(name, {'synth': d(synth_cfg), 'model': model_key(model_cfg), 'train': d(train_cfg), **(extra or {})})
 
 def result_folder(res: dict, extra=()) -> Path:
     "The folder of a finished run from its result dict (`run`'s), whose `extra` keys are part of the key."

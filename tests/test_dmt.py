@@ -280,3 +280,31 @@ def test_building_configs_never_pretrains(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match='does not exist yet'): model_configs(other)
     with pytest.raises(ConfigError, match='does not exist yet'): visual_weights(other)
     assert not any(tmp_path.rglob('*.pt'))
+
+
+def test_audio_pretrain_starts_v_and_s_not_r(tmp_path):
+    "`audio_pretrain` starts V from the sound classifier and S from the frame predictor (chapter 3), R from scratch; old keys stay."
+    from avsl_nbdev.dmt import dmt_key, LATE_FIELDS
+    from avsl_nbdev.contrastive import model_key
+    from avsl_nbdev.encoders import AudioPretrainConfig, SoundNetPretrainConfig, pretrained_audio, pretrained_soundnet
+    plain, pre = DMTConfig.preset('tiny'), DMTConfig.preset('tiny', audio_pretrain='tiny')
+    a, b = model_configs(pre)
+    assert (a.audio, b.audio) == ('vggish-small', 'soundnet-small')
+    assert a.audio_weights == str(pretrained_audio(AudioPretrainConfig.preset('tiny'), train=False))
+    assert b.audio_weights == str(pretrained_soundnet(SoundNetPretrainConfig.preset('tiny'), train=False))
+    assert all(m.audio_weights is None for m in model_configs(plain))
+    for m in (a, b):
+        net, saved = build_model(m).enc.audio, torch.load(m.audio_weights)
+        assert all(torch.equal(net.state_dict()[k], v) for k, v in saved.items())     # the model starts from the saved weights
+    r, s = model_configs(DMTConfig.preset('tiny', audio_a='R-small', audio_b='S-small', audio_pretrain='tiny'))
+    assert r.audio_weights is None and s.audio_weights == b.audio_weights                 # R from scratch, as in EZ-VSL
+    assert 'audio_pretrain' not in dmt_key(plain) and dmt_key(pre)['audio_pretrain'] == 'tiny' and LATE_FIELDS['audio_pretrain'] is None
+    assert 'audio_weights' not in model_key(model_configs(plain)[0])                   # runs without it keep their keys
+    with pytest.raises(ConfigError, match='DMTConfig.audio_pretrain'):
+        DMTConfig.preset('tiny', audio_a='resnet-small', audio_b='resnet', audio_pretrain='tiny')   # nothing to pretrain
+
+
+def test_train_with_pretrained_audio(tiny_bench):
+    cfg = DMTConfig.preset('tiny', audio_pretrain='tiny', stage1_epochs=1, stage2_epochs=1, dim=16)
+    res = train(cfg, tiny_bench, log=lambda *a, **k: None)
+    assert len(res['history']['stage2']) == 1 and res['model'].cfg.audio_pretrain == 'tiny'

@@ -61,3 +61,41 @@ def test_committed_trunks_are_used_without_training(tmp_path, monkeypatch):
         assert path == enc.committed_weights(enc.cnn_weights_name(cfg)) and path.stat().st_size > 5e5
         build_visual('cnn', weights=path)
     assert not (tmp_path / 'weights').exists()
+
+
+def test_audio_pretraining_learns_and_is_committed(tmp_path, monkeypatch):
+    "The tiny sound pretraining: loss falls, the committed file is the one loaded, the corpus is not the benchmark's sounds."
+    import numpy as np
+    from avsl_nbdev import encoders as enc
+    from avsl_nbdev.data import sound_bank
+    cfg = enc.AudioPretrainConfig.preset('tiny')
+    stats = enc.pretrain_audio(cfg, tmp_path / 'a.pt', log=lambda s: None)
+    assert stats['losses'][-1] < stats['losses'][0] and (tmp_path / 'a.json').exists()
+    monkeypatch.setenv('AVSL_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.setattr(enc, 'pretrain_audio', lambda *a, **k: pytest.fail('retrained a committed backbone'))
+    path = enc.pretrained_audio(cfg, train=False)
+    assert path == enc.committed_weights(enc.audio_weights_name(cfg))
+    net = build_audio(cfg.audio, str(path))
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in torch.load(path).items())
+    with pytest.raises(ConfigError, match='does not exist yet'):
+        enc.pretrained_audio(enc.AudioPretrainConfig.preset('tiny', seed=5), train=False)
+    waves, labels = enc.sound_corpus(cfg)
+    for split in ('val', 'test'):                    # no corpus recording is a validation or test recording of the benchmark
+        bank = torch.from_numpy(np.concatenate(list(sound_bank(0, split, 16000, 16000, 2).values())))
+        assert torch.cdist(bank, waves[labels < 21]).min() > 1.0
+    with pytest.raises(FileNotFoundError): build_audio('vggish-small', str(tmp_path / 'missing.pt'))
+
+
+def test_soundnet_pretraining_reads_only_training_clips(tmp_path, monkeypatch):
+    "The SoundNet analog learns from the training split's clips and the object CNN's view of their frames, nothing else."
+    from avsl_nbdev import encoders as enc, data as D
+    seen, real = [], D.load_benchmark
+    monkeypatch.setattr(D, 'load_benchmark', lambda cfg, *a, splits=D.SPLITS, **k: seen.append(tuple(splits)) or real(cfg, *a, splits=splits, **k))
+    cfg = enc.SoundNetPretrainConfig.preset('tiny')
+    stats = enc.pretrain_soundnet(cfg, tmp_path / 's.pt', log=lambda s: None)
+    assert seen == [('train',)]
+    assert stats['n_train'] + stats['n_held_out'] == D.SynthConfig.preset('tiny').n_train
+    assert stats['losses'][-1] < stats['losses'][0] and 0 <= stats['object_classifier_accuracy'] <= 1   # tiny CNN: near chance
+    net = build_audio(cfg.audio, str(tmp_path / 's.pt'))
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in torch.load(tmp_path / 's.pt').items())
+    assert enc.pretrained_soundnet(cfg, train=False) == enc.committed_weights(enc.soundnet_weights_name(cfg))
