@@ -18,7 +18,7 @@ from .core import (ConfigError, check_config, STREAM_VISUAL_TEACHER, preset_conf
 from .data import (SOUNDING, CATEGORY_NAMES, STYLES, SynthConfig, AudioConfig, LogMel, AVSLDataset,
                              render_clip, pink_noise, sprite_at, _background, IMAGENET_MEAN, IMAGENET_STD, load_benchmark)
 from .encoders import (AudioVGGish, SmallCNN, ResNet18Trunk, ObjectPretrainConfig, pretrained_cnn, conv_bn, sound_corpus,
-                                 mix_noise, n_sound_classes, train_sound_classifier)
+                                 mix_noise, n_sound_classes, train_sound_classifier, SoundCorpusConfig)
 from .contrastive import ModelConfig, build_model
 from .train import (TrainConfig, fit, evaluate, resolve_device, run, run_folder, result_folder, load_checkpoint,
                              baseline_configs, baseline_grid)
@@ -57,31 +57,14 @@ def visual_hint_loss(s: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/12_distillation.ipynb #8ff6f783
 @dataclass
-class AudioTeacherConfig:
-    "Pretraining of the audio teacher on category sounds the benchmark never uses (stream 97)."
-    variants: int = 24           # recordings per sounding category (plus as many noise-only clips)
+class AudioTeacherConfig(SoundCorpusConfig):
+    "Pretraining of the audio teacher on chapter 3's sound corpus (its size, noise and schedule: `SoundCorpusConfig`)."
     emb_dim: int = 256           # teacher embedding D_t (the hint target)
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 2e-3
-    snr_min: float = 0.0         # dB, per-example SNR of the mixed-in pink noise
-    snr_max: float = 20.0
-    sample_rate: int = 16000
-    clip_seconds: float = 1.0
-    seed: int = 0
 
-    def __post_init__(self):
-        check_config(self, {
-            'variants': (lambda v: int(v) == v and v >= 2, 'an integer >= 2 (one is held out)'),
-            'emb_dim': (lambda v: int(v) == v and v > 0, 'a positive integer'),
-            'epochs': (lambda v: int(v) == v and v >= 1, 'a positive integer'),
-            'batch_size': (lambda v: int(v) == v and v >= 2, 'an integer >= 2'),
-            'lr': (lambda v: v > 0, 'a positive learning rate'),
-            'snr_max': (lambda v: v >= self.snr_min, 'a number of dB >= snr_min')})
+    def checks(self) -> dict: return {**super().checks(), 'emb_dim': (lambda v: v > 0, 'a positive integer')}
 
     @classmethod
-    def preset(cls, name: str | None = None, **kw):
-        return preset_config(cls, {'tiny': dict(variants=3, epochs=2), 'cpu': {}, 'gpu': dict(variants=64, epochs=12)}, name, **kw)
+    def preset(cls, name: str | None = None, **kw): return preset_config(cls, cls.SIZES, name, **kw)
 
 N_AUDIO_CLASSES = n_sound_classes()            # 21 sounding categories + background noise only
 

@@ -21,11 +21,12 @@ __all__ = ['AUDIO_FAMILIES', 'AUDIO_LETTERS', 'VISUAL_NAMES', 'PRETRAIN_THREADS'
            'PROBE_SEED_OFFSET', 'conv_bn', 'SmallCNN', 'load_local_weights', 'ResNet18Trunk', 'LogSpectrogram',
            'BasicBlock', 'AudioResNet', 'AudioVGGish', 'PolyphaseConv1d', 'AudioSoundNet', 'audio_names',
            'build_visual', 'build_audio', 'AVEncoder', 'count_params', 'measure_throughput', 'ObjectPretrainConfig',
-           'object_images', 'pretrain_visual', 'committed_weights', 'cnn_weights_name', 'pretrained_cnn',
-           'write_committed_cnn', 'AudioPretrainConfig', 'n_sound_classes', 'sound_corpus', 'mix_noise',
-           'train_sound_classifier', 'pretrain_audio', 'audio_weights_name', 'pretrained_audio',
-           'write_committed_audio', 'linear_probe', 'SoundNetPretrainConfig', 'object_classifier', 'pretrain_soundnet',
-           'soundnet_weights_name', 'pretrained_soundnet', 'write_committed_soundnet']
+           'object_images', 'pretrain_visual', 'committed_weights', 'cnn_weights_name', 'pretrained_file',
+           'write_committed', 'pretrained_cnn', 'write_committed_cnn', 'SoundCorpusConfig', 'AudioPretrainConfig',
+           'n_sound_classes', 'sound_corpus', 'mix_noise', 'train_sound_classifier', 'pretrain_audio',
+           'audio_weights_name', 'pretrained_audio', 'write_committed_audio', 'linear_probe', 'SoundNetPretrainConfig',
+           'object_classifier', 'pretrain_soundnet', 'soundnet_weights_name', 'pretrained_soundnet',
+           'write_committed_soundnet']
 
 # %% ../nbs/03_encoders.ipynb #2920d0e1
 def conv_bn(cin, cout, k=3, s=1, dim=2, d=1, conv=None):
@@ -304,35 +305,43 @@ def cnn_weights_name(cfg: ObjectPretrainConfig) -> str:
     from avsl_nbdev.core import config_key
     return f'cnn-objects-{config_key(cfg)}.pt'
 
-def pretrained_cnn(cfg: ObjectPretrainConfig | None = None, log=print, train: bool = True) -> Path:
-    """Path of the object-pretrained SmallCNN trunk for `cfg` (default: current preset): the committed file when the
-    package ships one for exactly this config (`COMMITTED_CNN`, written by `write_committed_cnn`), else the cache's,
-    trained on first use — or, with `train=False`, an error saying how to make it."""
+def pretrained_file(name: str, make, train: bool = True, what: str = 'pretrained weights', how: str = '') -> Path:
+    """A pretrained weights file `name`: the committed one when the package ships it, else the cache's, made by
+    `make(path)` on first use — or, with `train=False`, an error saying how to make it (`how`). Every pretraining
+    (objects, sounds, frames) is found this way."""
     from avsl_nbdev.core import cache_dir
-    cfg = cfg or ObjectPretrainConfig.preset()
-    if committed_weights(cnn_weights_name(cfg)).exists(): return committed_weights(cnn_weights_name(cfg))
-    path = cache_dir() / 'weights' / cnn_weights_name(cfg)
+    if committed_weights(name).exists(): return committed_weights(name)
+    path = cache_dir() / 'weights' / name
     if not path.exists():
-        if not train: raise ConfigError(f"the object-pretrained CNN {path} does not exist yet: make it first with "
-                                        f"encoders.pretrained_cnn(ObjectPretrainConfig.preset(...)) (dmt.train does)")
-        pretrain_visual(cfg, path, log)
+        if not train: raise ConfigError(f"{what} {path} does not exist yet: make it first with {how} (dmt.train does)")
+        make(path)
     return path
 
-def write_committed_cnn(presets=COMMITTED_CNN, log=print) -> list[Path]:
-    """Pretrain the trunks of `presets` and write them into the package (the command that made the committed files:
-    `.venv/bin/python -c "from avsl_nbdev.encoders import write_committed_cnn; write_committed_cnn()"`)."""
+def write_committed(presets, config, name_of, pretrain, log=print) -> list[Path]:
+    "Run `pretrain(config.preset(p), path, log)` for each preset `p` into the package's committed file `name_of(cfg)`."
     out = []
     for p in presets:
-        cfg = ObjectPretrainConfig.preset(p)
-        log(f"object pretraining, preset {p}: {pretrain_visual(cfg, committed_weights(cnn_weights_name(cfg)), log)['val_accuracy']:.1%}")
-        out.append(committed_weights(cnn_weights_name(cfg)))
+        cfg = config.preset(p)
+        pretrain(cfg, committed_weights(name_of(cfg)), log)
+        log(f"{config.__name__}, preset {p}: wrote {committed_weights(name_of(cfg))}")
+        out.append(committed_weights(name_of(cfg)))
     return out
+
+def pretrained_cnn(cfg: ObjectPretrainConfig | None = None, log=print, train: bool = True) -> Path:
+    "The object-pretrained SmallCNN trunk for `cfg` (default: current preset), committed for `COMMITTED_CNN` (`pretrained_file`)."
+    cfg = cfg or ObjectPretrainConfig.preset()
+    return pretrained_file(cnn_weights_name(cfg), lambda p: pretrain_visual(cfg, p, log), train, 'the object-pretrained CNN',
+                           'encoders.pretrained_cnn(ObjectPretrainConfig.preset(...))')
+
+def write_committed_cnn(presets=COMMITTED_CNN, log=print) -> list[Path]:
+    """The command that made the committed trunks:
+    `.venv/bin/python -c "from avsl_nbdev.encoders import write_committed_cnn; write_committed_cnn()"`."""
+    return write_committed(presets, ObjectPretrainConfig, cnn_weights_name, pretrain_visual, log)
 
 # %% ../nbs/03_encoders.ipynb #2307bfe3
 @dataclass
-class AudioPretrainConfig:
-    "Supervised pretraining of an audio backbone (VGGish's analog) on category sounds that the benchmark never uses."
-    audio: str = 'vggish-small'  # the backbone (encoders.build_audio name)
+class SoundCorpusConfig:
+    "Training on the sound corpus (`sound_corpus`): its size, the noise mixed in each epoch, the schedule."
     variants: int = 24           # recordings per class (the last one held out)
     epochs: int = 8
     batch_size: int = 64
@@ -342,20 +351,27 @@ class AudioPretrainConfig:
     sample_rate: int = 16000
     clip_seconds: float = 1.0
     seed: int = 0
+    SIZES = {'tiny': dict(variants=3, epochs=2), 'cpu': {}, 'gpu': dict(variants=64, epochs=12)}
 
-    def __post_init__(self):
-        check_config(self, {
-            'audio': (lambda v: v in audio_names(), f'one of {audio_names()}'),
-            'variants': (lambda v: v >= 2, 'an integer >= 2 (one is held out)'),
-            'epochs': (lambda v: v >= 1, 'a positive integer'),
-            'batch_size': (lambda v: v >= 2, 'an integer >= 2'),
-            'lr': (lambda v: v > 0, 'a positive learning rate'),
-            'snr_max': (lambda v: v >= self.snr_min, 'a number of dB >= snr_min')})
+    def checks(self) -> dict:
+        return {'variants': (lambda v: v >= 2, 'an integer >= 2 (one is held out)'),
+                'epochs': (lambda v: v >= 1, 'a positive integer'),
+                'batch_size': (lambda v: v >= 2, 'an integer >= 2'),
+                'lr': (lambda v: v > 0, 'a positive learning rate'),
+                'snr_max': (lambda v: v >= self.snr_min, 'a number of dB >= snr_min')}
+
+    def __post_init__(self): check_config(self, self.checks())
+
+@dataclass
+class AudioPretrainConfig(SoundCorpusConfig):
+    "Supervised pretraining of an audio backbone (VGGish's analog) on category sounds that the benchmark never uses."
+    audio: str = 'vggish-small'  # the backbone (encoders.build_audio name)
+
+    def checks(self) -> dict: return {**super().checks(), 'audio': (lambda v: v in audio_names(), f'one of {audio_names()}')}
 
     @classmethod
     def preset(cls, name: str | None = None, **kw):
-        return preset_config(cls, {'tiny': dict(variants=3, epochs=2), 'cpu': {},
-                                   'gpu': dict(audio='vggish', variants=64, epochs=12)}, name, **kw)
+        return preset_config(cls, {**cls.SIZES, 'gpu': dict(cls.SIZES['gpu'], audio='vggish')}, name, **kw)
 
 # %% ../nbs/03_encoders.ipynb #a891d112
 def n_sound_classes() -> int:
@@ -442,27 +458,15 @@ def audio_weights_name(cfg: AudioPretrainConfig) -> str:
     return f'{cfg.audio}-sounds-{config_key(cfg)}.pt'
 
 def pretrained_audio(cfg: AudioPretrainConfig | None = None, log=print, train: bool = True) -> Path:
-    """Path of the sound-pretrained backbone for `cfg` (default: current preset): the committed file when the package
-    ships one for exactly this config, else the cache's, trained on first use — or, with `train=False`, an error."""
-    from avsl_nbdev.core import cache_dir
+    "The sound-pretrained backbone for `cfg` (default: current preset), committed for `COMMITTED_AUDIO` (`pretrained_file`)."
     cfg = cfg or AudioPretrainConfig.preset()
-    if committed_weights(audio_weights_name(cfg)).exists(): return committed_weights(audio_weights_name(cfg))
-    path = cache_dir() / 'weights' / audio_weights_name(cfg)
-    if not path.exists():
-        if not train: raise ConfigError(f"the sound-pretrained backbone {path} does not exist yet: make it first with "
-                                        f"encoders.pretrained_audio(AudioPretrainConfig.preset(...)) (dmt.train does)")
-        pretrain_audio(cfg, path, log)
-    return path
+    return pretrained_file(audio_weights_name(cfg), lambda p: pretrain_audio(cfg, p, log), train, 'the sound-pretrained backbone',
+                           'encoders.pretrained_audio(AudioPretrainConfig.preset(...))')
 
 def write_committed_audio(presets=COMMITTED_AUDIO, log=print) -> list[Path]:
-    """Pretrain the backbones of `presets` and write them into the package (the command that made the committed files:
-    `.venv/bin/python -c "from avsl_nbdev.encoders import write_committed_audio; write_committed_audio()"`)."""
-    out = []
-    for p in presets:
-        cfg = AudioPretrainConfig.preset(p)
-        log(f"audio pretraining, preset {p}: {pretrain_audio(cfg, committed_weights(audio_weights_name(cfg)), log)['held_out_accuracy']:.1%}")
-        out.append(committed_weights(audio_weights_name(cfg)))
-    return out
+    """The command that made the committed backbones:
+    `.venv/bin/python -c "from avsl_nbdev.encoders import write_committed_audio; write_committed_audio()"`."""
+    return write_committed(presets, AudioPretrainConfig, audio_weights_name, pretrain_audio, log)
 
 # %% ../nbs/03_encoders.ipynb #b98d4d94
 PROBE_SEED_OFFSET = 1     # the probe's recordings: the corpus of seed + 1, which pretraining never heard
@@ -585,23 +589,12 @@ def soundnet_weights_name(cfg: SoundNetPretrainConfig) -> str:
     return f'{cfg.audio}-frames-{config_key(cfg)}.pt'
 
 def pretrained_soundnet(cfg: SoundNetPretrainConfig | None = None, log=print, train: bool = True) -> Path:
-    "Path of the SoundNet-style backbone for `cfg`: committed, else cached (trained on first use, or an error with `train=False`)."
-    from avsl_nbdev.core import cache_dir
+    "The SoundNet-style backbone for `cfg` (default: current preset), committed for tiny and cpu (`pretrained_file`)."
     cfg = cfg or SoundNetPretrainConfig.preset()
-    if committed_weights(soundnet_weights_name(cfg)).exists(): return committed_weights(soundnet_weights_name(cfg))
-    path = cache_dir() / 'weights' / soundnet_weights_name(cfg)
-    if not path.exists():
-        if not train: raise ConfigError(f"the SoundNet-style backbone {path} does not exist yet: make it first with "
-                                        f"encoders.pretrained_soundnet(SoundNetPretrainConfig.preset(...)) (dmt.train does)")
-        pretrain_soundnet(cfg, path, log)
-    return path
+    return pretrained_file(soundnet_weights_name(cfg), lambda p: pretrain_soundnet(cfg, p, log), train, 'the SoundNet-style backbone',
+                           'encoders.pretrained_soundnet(SoundNetPretrainConfig.preset(...))')
 
 def write_committed_soundnet(presets=('tiny', 'cpu'), log=print) -> list[Path]:
-    """Pretrain the SoundNet-style backbones of `presets` into the package (the command that made the committed files:
-    `.venv/bin/python -c "from avsl_nbdev.encoders import write_committed_soundnet; write_committed_soundnet()"`)."""
-    out = []
-    for p in presets:
-        cfg = SoundNetPretrainConfig.preset(p)
-        pretrain_soundnet(cfg, committed_weights(soundnet_weights_name(cfg)), log)
-        out.append(committed_weights(soundnet_weights_name(cfg)))
-    return out
+    """The command that made the committed backbones:
+    `.venv/bin/python -c "from avsl_nbdev.encoders import write_committed_soundnet; write_committed_soundnet()"`."""
+    return write_committed(presets, SoundNetPretrainConfig, soundnet_weights_name, pretrain_soundnet, log)
