@@ -237,7 +237,7 @@ def warm_start_runs(cfg: DMTConfig, synth) -> list[tuple]:
     return [(name, *baseline_configs(name, cfg.warm_start, cfg.seed, model={f: getattr(m, f) for f in ENCODER_FIELDS}))
             for m in model_configs(cfg)]
 
-ENCODER_FIELDS = ('visual', 'visual_weights', 'audio', 'dim')   # the ModelConfig fields that name a network's encoders
+ENCODER_FIELDS = ('visual', 'visual_weights', 'audio', 'audio_weights', 'dim')   # the ModelConfig fields that name a network's encoders and their weights
 
 def teacher_runs(cfg: DMTConfig, bench, out_dir=None, synth=None) -> list[tuple]:
     """`(letter, ModelConfig, TrainConfig, folder, warm)` of each stage-1 teacher; the folder is a hash of all it depends on;
