@@ -21,12 +21,12 @@ __all__ = ['AUDIO_FAMILIES', 'AUDIO_LETTERS', 'VISUAL_NAMES', 'PRETRAIN_THREADS'
            'PROBE_SEED_OFFSET', 'conv_bn', 'SmallCNN', 'load_local_weights', 'ResNet18Trunk', 'LogSpectrogram',
            'BasicBlock', 'AudioResNet', 'AudioVGGish', 'PolyphaseConv1d', 'AudioSoundNet', 'audio_names',
            'build_visual', 'build_audio', 'AVEncoder', 'count_params', 'measure_throughput', 'ObjectPretrainConfig',
-           'object_images', 'pretrain_visual', 'committed_weights', 'cnn_weights_name', 'pretrained_file',
-           'write_committed', 'pretrained_cnn', 'write_committed_cnn', 'SoundCorpusConfig', 'AudioPretrainConfig',
-           'n_sound_classes', 'sound_corpus', 'mix_noise', 'train_sound_classifier', 'pretrain_audio',
-           'audio_weights_name', 'pretrained_audio', 'write_committed_audio', 'linear_probe', 'SoundNetPretrainConfig',
-           'object_classifier', 'pretrain_soundnet', 'soundnet_weights_name', 'pretrained_soundnet',
-           'write_committed_soundnet']
+           'object_images', 'train_one_cycle', 'fit_linear', 'pretrain_visual', 'committed_weights', 'cnn_weights_name',
+           'pretrained_file', 'write_committed', 'pretrained_cnn', 'write_committed_cnn', 'SoundCorpusConfig',
+           'AudioPretrainConfig', 'n_sound_classes', 'sound_corpus', 'mix_noise', 'train_sound_classifier',
+           'pretrain_audio', 'audio_weights_name', 'pretrained_audio', 'write_committed_audio', 'linear_probe',
+           'SoundNetPretrainConfig', 'object_classifier', 'pretrain_soundnet', 'soundnet_weights_name',
+           'pretrained_soundnet', 'write_committed_soundnet']
 
 # %% ../nbs/03_encoders.ipynb #2920d0e1
 def conv_bn(cin, cout, k=3, s=1, dim=2, d=1, conv=None):
@@ -260,6 +260,40 @@ def object_images(cfg: ObjectPretrainConfig, start: int, stop: int, workers: int
     x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
     return x, torch.from_numpy(np.concatenate([p[1] for p in parts]))
 
+def train_one_cycle(net: nn.Module, cfg, n: int, batch_loss, evaluate, log=print, name: str = 'pretraining',
+                    metric: str = 'held-out accuracy') -> tuple[list, list]:
+    """The loop every pretraining of this chapter shares: AdamW (weight decay 1e-4) with a one-cycle schedule (warm-up,
+    then cosine decay: a stable final epoch) for `cfg.epochs` epochs over `n` training items in batches of
+    `cfg.batch_size`, shuffled by a generator seeded with `cfg.seed`. `batch_loss(idx, g)` gives the loss of the items
+    `idx` (`g`: the generator, for augmentation); `evaluate()` a held-out number after each epoch. Returns the mean
+    training loss and the held-out number per epoch."""
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * -(-n // cfg.batch_size))
+    g = torch.Generator().manual_seed(cfg.seed)
+    losses, scores = [], []
+    for ep in range(cfg.epochs):
+        net.train(); tot = 0.0
+        for idx in torch.randperm(n, generator=g).split(cfg.batch_size):
+            if len(idx) < 2: continue                                       # BatchNorm needs two samples
+            loss = batch_loss(idx, g)
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+            tot += loss.item() * len(idx)
+        losses.append(tot / n)
+        net.eval()
+        with torch.no_grad(): scores.append(evaluate())
+        log(f"{name} epoch {ep + 1}/{cfg.epochs}: loss {losses[-1]:.3f}, {metric} {scores[-1]:.1%}")
+    return losses, scores
+
+def fit_linear(f: torch.Tensor, y: torch.Tensor, n_classes: int, seed: int = 0, steps: int = 300) -> nn.Linear:
+    "A linear classifier on fixed features `f [N, C]` for labels `y [N]`: full-batch Adam on cross-entropy, small seeded init."
+    head = nn.Linear(f.shape[1], n_classes)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad(): head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.01); head.bias.zero_()
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = F.cross_entropy(head(f), y); opt.zero_grad(); loss.backward(); opt.step()
+    return head.eval()
+
 PRETRAIN_THREADS = 2   # object pretraining always runs with 2 CPU threads, whatever AVSL_CPU_THREADS says: committed weights stay reproducible
 
 @pinned_threads('cpu', PRETRAIN_THREADS)                 # a fixed thread count: the same weights on every machine (core)
@@ -273,24 +307,12 @@ def pretrain_visual(cfg: ObjectPretrainConfig, path, log=print) -> dict:
     x, y = object_images(cfg, n_val, n_val + cfg.n_images)
     trunk = SmallCNN(); head = nn.Linear(trunk.out_channels, len(CATEGORY_NAMES))
     net = nn.Sequential(trunk, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    steps = cfg.epochs * -(-len(x) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)   # warm-up then cosine decay: a stable final epoch
-    g = torch.Generator().manual_seed(cfg.seed)
-    losses = []
-    for ep in range(cfg.epochs):
-        net.train(); tot = 0.0
-        for idx in torch.randperm(len(x), generator=g).split(cfg.batch_size):
-            xb = x[idx]
-            flip = torch.rand(len(idx), generator=g) < 0.5
-            xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
-            loss = F.cross_entropy(net(xb), y[idx])
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-            tot += loss.item() * len(idx)
-        losses.append(tot / len(x))
-        net.eval()
-        with torch.no_grad(): acc = torch.cat([net(xb).argmax(1) for xb in xv.split(256)]).eq(yv).float().mean().item()
-        log(f"object pretraining epoch {ep + 1}/{cfg.epochs}: loss {losses[-1]:.3f}, held-out accuracy {acc:.1%}")
+    def batch_loss(idx, g):
+        flip = torch.rand(len(idx), generator=g) < 0.5                      # horizontal flips, drawn from the loop's generator
+        return F.cross_entropy(net(torch.where(flip[:, None, None, None], x[idx].flip(-1), x[idx])), y[idx])
+    accuracy = lambda: torch.cat([net(xb).argmax(1) for xb in xv.split(256)]).eq(yv).float().mean().item()
+    losses, accs = train_one_cycle(net, cfg, len(x), batch_loss, accuracy, log, 'object pretraining')
+    acc = accs[-1]
     atomic_save(trunk.state_dict(), path)                # a per-process temporary name: parallel notebooks may build it at once
     return {'val_accuracy': acc, 'chance': 1 / len(CATEGORY_NAMES), 'losses': losses}
 
@@ -418,26 +440,15 @@ def train_sound_classifier(cfg, make_net, log=print, name: str = 'audio pretrain
     logmel = LogMel(AudioConfig(sample_rate=cfg.sample_rate))
     spec = lambda w: logmel(w[:, None])                                   # [B, L] -> [B, 1, 64, T]
     net = make_net()
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     tr = torch.nonzero(~held).flatten()
-    steps = cfg.epochs * -(-len(tr) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
-    rng, g = np.random.default_rng([cfg.seed, STREAM_AUDIO_TEACHER, 1]), torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, STREAM_AUDIO_TEACHER, 1])           # fresh noise for every batch
     xv = spec(mix_noise(waves[held], labels[held], cfg, np.random.default_rng([cfg.seed, STREAM_AUDIO_TEACHER, 2])))
-    losses, accs = [], []
-    for ep in range(cfg.epochs):
-        net.train(); tot = 0.0
-        for idx in tr[torch.randperm(len(tr), generator=g)].split(cfg.batch_size):
-            if len(idx) < 2: continue                                       # BatchNorm needs two samples
-            loss = F.cross_entropy(net(spec(mix_noise(waves[idx], labels[idx], cfg, rng))), labels[idx])
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-            tot += loss.item() * len(idx)
-        losses.append(tot / len(tr))
-        net.eval()
-        with torch.no_grad(): acc = net(xv).argmax(1).eq(labels[held]).float().mean().item()
-        accs.append(acc)
-        log(f"{name} epoch {ep + 1}/{cfg.epochs}: loss {losses[-1]:.3f}, held-out accuracy {acc:.1%}")
-    return net, {'held_out_accuracy': acc, 'chance': 1 / n_sound_classes(), 'n_train': len(tr), 'n_held_out': int(held.sum()),
+    def batch_loss(pos, g):
+        idx = tr[pos]
+        return F.cross_entropy(net(spec(mix_noise(waves[idx], labels[idx], cfg, rng))), labels[idx])
+    accuracy = lambda: net(xv).argmax(1).eq(labels[held]).float().mean().item()
+    losses, accs = train_one_cycle(net, cfg, len(tr), batch_loss, accuracy, log, name)
+    return net, {'held_out_accuracy': accs[-1], 'chance': 1 / n_sound_classes(), 'n_train': len(tr), 'n_held_out': int(held.sum()),
                  'losses': losses, 'accuracies': accs, 'seconds': time.perf_counter() - t0}
 
 @pinned_threads('cpu', 2)                  # a fixed thread count: the committed weights are reproducible on one machine
@@ -488,12 +499,7 @@ def linear_probe(trunk: nn.Module, cfg=None, held_variants: int = 8, snr=(-10.0,
     read = (lambda b: b[:, None]) if getattr(trunk, 'input_key', 'spec') == 'wave' else (lambda b: logmel(b[:, None]))   # S hears the waveform
     with torch.no_grad(): f = torch.cat([trunk(read(b)) for b in x.split(128)])
     f = (f - f[~held].mean(0)) / (f[~held].std(0) + 1e-6)
-    g = torch.Generator().manual_seed(c.seed)
-    head = nn.Linear(f.shape[1], n_sound_classes())
-    with torch.no_grad(): head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.01); head.bias.zero_()
-    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    for _ in range(steps):
-        loss = F.cross_entropy(head(f[~held]), labels[~held]); opt.zero_grad(); loss.backward(); opt.step()
+    head = fit_linear(f[~held], labels[~held], n_sound_classes(), c.seed, steps)
     with torch.no_grad(): return head(f[held]).argmax(1).eq(labels[held]).float().mean().item()
 
 # %% ../nbs/03_encoders.ipynb #e05d0838
@@ -536,12 +542,7 @@ def object_classifier(ocfg: ObjectPretrainConfig, n_images: int = 2000, steps: i
     with torch.no_grad():
         xv, yv = object_images(ocfg, 0, n_val); fv = feats(xv)
         x, y = object_images(ocfg, n_val, n_val + min(n_images, ocfg.n_images)); f = feats(x)
-    head = nn.Linear(f.shape[1], len(CATEGORY_NAMES))
-    g = torch.Generator().manual_seed(ocfg.seed)
-    with torch.no_grad(): head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.01); head.bias.zero_()
-    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    for _ in range(steps):
-        loss = F.cross_entropy(head(f), y); opt.zero_grad(); loss.backward(); opt.step()
+    head = fit_linear(f, y, len(CATEGORY_NAMES), ocfg.seed, steps)
     with torch.no_grad(): acc = head(fv).argmax(1).eq(yv).float().mean().item()
     return nn.Sequential(trunk, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).eval(), acc
 
@@ -562,22 +563,9 @@ def pretrain_soundnet(cfg: SoundNetPretrainConfig, path, log=print) -> dict:
     tr, held = torch.arange(len(ds) - n_held), torch.arange(len(ds) - n_held, len(ds))
     trunk = build_audio(cfg.audio)
     net = nn.Sequential(trunk, nn.Linear(trunk.out_channels, q.shape[1]))
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    steps = cfg.epochs * -(-len(tr) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
-    g = torch.Generator().manual_seed(cfg.seed)
-    losses, agree = [], []
-    for ep in range(cfg.epochs):
-        net.train(); tot = 0.0
-        for idx in tr[torch.randperm(len(tr), generator=g)].split(cfg.batch_size):
-            if len(idx) < 2: continue                                           # BatchNorm needs two samples
-            loss = -(q[idx] * net(wave[idx]).log_softmax(1)).sum(1).mean()
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-            tot += loss.item() * len(idx)
-        losses.append(tot / len(tr))
-        net.eval()
-        with torch.no_grad(): agree.append(torch.cat([net(w).argmax(1) for w in wave[held].split(256)]).eq(q[held].argmax(1)).float().mean().item())
-        log(f"SoundNet-style pretraining epoch {ep + 1}/{cfg.epochs}: loss {losses[-1]:.3f}, top-1 agreement with the frames {agree[-1]:.1%}")
+    soft_ce = lambda idx, g: -(q[tr[idx]] * net(wave[tr[idx]]).log_softmax(1)).sum(1).mean()   # the frames' posteriors as soft targets
+    agreement = lambda: torch.cat([net(w).argmax(1) for w in wave[held].split(256)]).eq(q[held].argmax(1)).float().mean().item()
+    losses, agree = train_one_cycle(net, cfg, len(tr), soft_ce, agreement, log, 'SoundNet-style pretraining', 'top-1 agreement with the frames')
     stats = {'losses': losses, 'agreement': agree, 'object_classifier_accuracy': head_acc, 'n_train': len(tr), 'n_held_out': n_held,
              'teacher_entropy': float(-(q * q.clamp_min(1e-12).log()).sum(1).mean()), 'seconds': time.perf_counter() - t0}
     atomic_save(trunk.state_dict(), Path(path))
