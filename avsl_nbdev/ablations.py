@@ -17,11 +17,11 @@ from .train import TrainConfig, run as train_run, run_folder, load_run_model, me
 from .dmt import DMTConfig, run_dmt, teacher_runs, stage1, dmt_key, stage2_folder, prepare_weights
 
 # %% auto #0
-__all__ = ['COMPONENTS', 'AUDIO', 'METRICS', 'CURVE_COLS', 'TRIVIAL_STYLE', 'component', 'AblationConfig', 'pair_config', 'plan',
-           'baseline_configs', 'sweep', 'results_frame', 'curves_frame', 'summary', 'trivial_lines', 'line_panel',
-           'bar_panel', 'curve_panel', 'fig_ratios', 'fig_components', 'fig_bars', 'fig_unlabeled', 'plt_subplots',
-           'pick_examples', 'qualitative_models', 'fig_qualitative', 'default_jobs', 'output_tag', 'run_ablations',
-           'backbone_frame', 'main']
+__all__ = ['COMPONENTS', 'ABLATION_PRESETS', 'PRETRAINED_CPU', 'AUDIO', 'METRICS', 'CURVE_COLS', 'TRIVIAL_STYLE', 'component',
+           'AblationConfig', 'pair_config', 'plan', 'baseline_configs', 'sweep', 'results_frame', 'curves_frame',
+           'summary', 'trivial_lines', 'line_panel', 'bar_panel', 'curve_panel', 'fig_ratios', 'fig_components',
+           'fig_bars', 'fig_unlabeled', 'plt_subplots', 'pick_examples', 'qualitative_models', 'fig_qualitative',
+           'default_jobs', 'output_tag', 'run_ablations', 'backbone_frame', 'main']
 
 # %% ../nbs/10_ablations.ipynb #44ae70de
 COMPONENTS = {                                     # the component study: name -> DMTConfig changes ('single': one teacher)
@@ -39,6 +39,9 @@ def component(cfg: DMTConfig, name: str) -> DMTConfig:
     kw = COMPONENTS[name]
     return cfg.single_teacher() if kw == 'single' else replace(cfg, **kw)
 
+ABLATION_PRESETS = ('tiny', 'cpu', 'gpu', 'cpu-pretrained')
+PRETRAINED_CPU = dict(audio_pretrain='cpu', stage1_epochs=24, stage1_box_weight=64.0, box_weight=8.0)   # DMTConfig changes of 'cpu-pretrained': chosen on validation (report 3b)
+
 @dataclass
 class AblationConfig:
     "The ablation sweep: benchmark, the DMT schedule all variants share, and the grid (see the chapter for each field)."
@@ -49,7 +52,8 @@ class AblationConfig:
     study_seeds: int | None = None                    # seeds of the other experiments and the baselines (None: seeds)
     ratios: tuple = (0.005, 0.01, 0.02, 0.05, 0.1)   # labeled frames of the training split (nested D_l): ratios or counts
     ratio: int | float = 0.05                         # labeled ratio (or count) of the component, backbone and unlabeled runs
-    baselines: tuple = ('EZ-VSL', 'SLAVC', 'oracle (boxes, all train)')   # train.BASELINES, trained as in chapter 04b
+    baselines: tuple = ('EZ-VSL', 'SLAVC', 'oracle (boxes, all train)')   # train.BASELINES, trained as in chapter 04b on DMT's encoders
+    plain_baselines: tuple = ()                       # ... and on chapter 04b's own encoders (audio from scratch, as the papers run them)
     multiples: tuple = (1, 2, 4)                      # amount of unlabeled data; the largest = the whole unlabeled pool
     pairs: tuple = ('RV', 'RS', 'VS')                 # audio backbone pairs (teacher A, teacher B) around EZ-VSL
     slavc_pairs: tuple = ('VS',)                      # ... and around SLAVC
@@ -58,7 +62,7 @@ class AblationConfig:
     def __post_init__(self):
         self.ratios, self.multiples = tuple(self.ratios), tuple(self.multiples)
         self.pairs, self.slavc_pairs, self.components = tuple(self.pairs), tuple(self.slavc_pairs), tuple(self.components)
-        self.baselines = tuple(self.baselines)
+        self.baselines, self.plain_baselines = tuple(self.baselines), tuple(self.plain_baselines)
         from avsl_nbdev.train import BASELINES
         pair_ok = lambda ps: all(len(p) == 2 and set(p) <= set('RVS') and p[0] != p[1] for p in ps)
         amount = lambda r: (isinstance(r, int) and r >= 1) or (isinstance(r, float) and 0 < r < 1)   # DMTConfig.labeled's rule
@@ -72,7 +76,8 @@ class AblationConfig:
             'pairs': (pair_ok, "pairs of two different letters of R, V, S, e.g. 'VS'"),
             'slavc_pairs': (pair_ok, "pairs of two different letters of R, V, S, e.g. 'VS'"),
             'components': (lambda v: set(v) <= set(COMPONENTS), f'names from {list(COMPONENTS)}'),
-            'baselines': (lambda v: set(v) <= set(BASELINES), f'names from {list(BASELINES)}')})
+            'baselines': (lambda v: set(v) <= set(BASELINES), f'names from {list(BASELINES)}'),
+            'plain_baselines': (lambda v: set(v) <= set(BASELINES), f'names from {list(BASELINES)}')})
         SynthConfig.preset(self.base_preset, **self.synth); DMTConfig.preset(self.base_preset, **self.dmt)   # field errors now
 
     @classmethod
@@ -80,7 +85,7 @@ class AblationConfig:
         """'tiny' (nbdev_test: one seed, a reduced grid), 'cpu' (the committed figures: chapter 9's testbed, a reduced
         grid), 'gpu' (full size: the DMT gpu preset, the full grid, every pair around both methods)."""
         name = name or current_preset()
-        if name not in ('tiny', 'cpu', 'gpu'): raise ConfigError(f"preset = {name!r}: expected one of ['tiny', 'cpu', 'gpu']")
+        if name not in ABLATION_PRESETS: raise ConfigError(f"preset = {name!r}: expected one of {list(ABLATION_PRESETS)}")
         base = {
             'tiny': dict(base_preset='tiny', seeds=1, ratios=(0.05, 0.2), ratio=0.2, multiples=(1, 2), pairs=('RS', 'VS'),
                          components=('full DMT', 'no noise filter', 'no EMA: frozen teachers',
@@ -93,7 +98,13 @@ class AblationConfig:
                         multiples=(1, 2, 4), components=('full DMT', 'no noise filter', 'no IPL: union', 'no EMA: frozen teachers',
                                                   'one teacher (single mean teacher)'),
                         baselines=('EZ-VSL', 'SLAVC', 'oracle (boxes, all train)')),
-            'gpu': dict(base_preset='gpu', slavc_pairs=('RV', 'RS', 'VS'))}[name]
+            'gpu': dict(base_preset='gpu', slavc_pairs=('RV', 'RS', 'VS')),
+            # the paper's setting (issue 31): V and S teachers from chapter 3's pretrained audio, stage 1 chosen on
+            # validation (`dmt.choose_stage1`, report section 1c); D_l = 30 and 256, three seeds; EZ-VSL with the same
+            # pretrained audio and as the paper runs it (audio from scratch); the oracle on the same trunk
+            'cpu-pretrained': dict(base_preset='cpu', dmt=PRETRAINED_CPU, ratios=(30, 256), ratio=256, components=(), pairs=(),
+                                   slavc_pairs=(), multiples=(), baselines=('EZ-VSL', 'oracle (boxes, all train)'),
+                                   plain_baselines=('EZ-VSL',))}[name]
         for k in ('synth', 'dmt'):                           # dict overrides add to the preset's, not replace them
             if k in overrides: overrides[k] = {**base.get(k, {}), **overrides[k]}
         return cls(**{**base, **overrides})
@@ -140,14 +151,16 @@ def plan(a: AblationConfig) -> list[dict]:
             add('unlabeled', 'DMT', m, seed, cfg=replace(c, unlabeled=None if m == top else m / top,
                                                           stage2_epochs=max(1, round(c.stage2_epochs * top / m))))
         for name in a.baselines: add('baselines', name, None, seed, baseline=name)
+        for name in a.plain_baselines: add('baselines', f'{name}, audio from scratch', None, seed, baseline=name, plain=True)
     return rows
 
-def baseline_configs(a: AblationConfig, name: str, seed: int) -> tuple:
+def baseline_configs(a: AblationConfig, name: str, seed: int, plain: bool = False) -> tuple:
     """`(ModelConfig, TrainConfig)` of a baseline of `train.BASELINES`: the training chapter's calibrated recipe on DMT's
-    encoders, exactly as `train.baseline_grid` (and so `dmt.compare`) trains it, so the runs are shared."""
+    encoders, exactly as `train.baseline_grid` (and so `dmt.compare`) trains it, so the runs are shared; `plain`: on the
+    training chapter's own encoders (its very runs: one number per setting)."""
     from avsl_nbdev.train import baseline_configs as configs
     from avsl_nbdev.dmt_cli import encoder_fields
-    return configs(name, a.base_preset, seed, encoder_fields(a.base(seed)))
+    return configs(name, a.base_preset, seed, None if plain else encoder_fields(a.base(seed)))
 
 # %% ../nbs/10_ablations.ipynb #ce6a12cd
 _BENCH = {}
@@ -200,9 +213,10 @@ def _pool_map(tasks: list, jobs: int, log, label: str) -> list:
 
 # %% ../nbs/10_ablations.ipynb #96f1bde8
 def _finished(out: Path, epochs: int) -> bool:
-    "A run folder whose history holds all `epochs` epochs (written atomically after each epoch by `train.fit`)."
+    "A run folder whose history reaches epoch `epochs` (written atomically after each epoch by `train.fit`; a warm start adds epoch 0)."
     f = Path(out) / 'history.json'
-    return f.exists() and len(json.loads(f.read_text())) >= epochs
+    h = json.loads(f.read_text()) if f.exists() else []
+    return bool(h) and h[-1]['epoch'] >= epochs
 
 def _units(a: AblationConfig, rows: list[dict]) -> tuple[dict, dict, list]:
     """The distinct work of `rows`: `(teachers, runs, key_of)`; teachers maps a folder to `(cfg, letter, finished)`,
@@ -219,8 +233,8 @@ def _units(a: AblationConfig, rows: list[dict]) -> tuple[dict, dict, list]:
                 done = (stage2_folder(c, bench) / 'result.json').exists()
                 runs[key] = (('dmt', asdict(synth), {'cfg': asdict(c)}), done)
         else:
-            m, t = baseline_configs(a, r['baseline'], r['seed'])
-            key = f"{r['baseline']}/{r['seed']}"
+            m, t = baseline_configs(a, r['baseline'], r['seed'], r.get('plain', False))
+            key = f"{r['baseline']}/{r['seed']}" + ('/plain' if r.get('plain') else '')
             if key not in runs:
                 done = (run_folder(r['baseline'], synth, m, t) / 'result.json').exists()
                 runs[key] = (('baseline', asdict(synth), {'name': r['baseline'], 'model': asdict(m), 'train': asdict(t)}), done)
@@ -320,7 +334,7 @@ def fig_ratios(df, trivial: dict, metric: str = 'ciou50', n_train: int | None = 
     d = df[df.exp == 'ratios']
     line_panel(ax, d, metric, ['DMT', 'single mean teacher', 'supervised-only (stage 1)'], logx=True,
                xlabel='labeled ratio of the training split, log scale (labeled frames)')
-    for (name, g), color in zip(df[df.exp == 'baselines'].groupby('variant'), ('tab:olive', 'tab:purple', 'tab:brown')):
+    for (name, g), color in zip(df[df.exp == 'baselines'].groupby('variant'), ('tab:olive', 'tab:purple', 'tab:brown', 'tab:pink', 'tab:gray')):
         m, s = g[metric].mean(), g[metric].std(ddof=0)
         label = f'{name}' if name.startswith('oracle') else f'{name} (no labels)'
         ax.axhspan(m - s, m + s, color=color, alpha=0.15); ax.axhline(m, color=color, lw=1, label=label)
@@ -409,9 +423,10 @@ def output_tag(a: AblationConfig) -> str:
     """File-name tag of a sweep's outputs: the preset's name for the preset's own sweep (the committed figures);
     `<preset>-seeds<n>` when only the number of seeds differs; else `<preset>-<hash of the config>`. A smaller or
     changed sweep therefore never overwrites the committed figures."""
-    ref = AblationConfig.preset(a.base_preset)
-    if a == ref: return a.base_preset
-    if replace(ref, seeds=a.seeds) == a: return f'{a.base_preset}-seeds{a.seeds}'
+    for name in ABLATION_PRESETS:
+        ref = AblationConfig.preset(name)
+        if a == ref: return name
+        if replace(ref, seeds=a.seeds) == a: return f'{name}-seeds{a.seeds}'
     from avsl_nbdev.core import config_key
     return f'{a.base_preset}-{config_key(asdict(a))}'
 
@@ -440,8 +455,8 @@ def run_ablations(a: AblationConfig | str | None = None, out_dir=None, jobs: int
     atomic_write_json({**meta, 'trivial': {k: {m: v[m] for m in METRICS} for k, v in trivial.items()}, 'tables': tables},
                       out / f'ablations_{p}.json')
     bb, order = backbone_frame(df)
-    figs = {'ratios': fig_ratios(df, trivial, n_train=a.synth_config().n_train), 'components': fig_components(df, curves, trivial),
-            'qualitative': fig_qualitative(a, rows)}
+    figs = {'ratios': fig_ratios(df, trivial, n_train=a.synth_config().n_train), 'qualitative': fig_qualitative(a, rows)}
+    if a.components: figs['components'] = fig_components(df, curves, trivial)
     if a.pairs or a.slavc_pairs: figs['backbones'] = fig_bars(bb, 'backbones', order=order)   # experiments the sweep has
     if a.multiples: figs['unlabeled'] = fig_unlabeled(df, trivial)
     paths = {}
@@ -467,7 +482,7 @@ def main(argv=None):
 def _main(argv=None):
     import pandas as pd
     ap = argparse.ArgumentParser(prog='avsl_ablations', description='DMT ablations on the embedded benchmark; writes figures/.')
-    ap.add_argument('--preset', default=None, help='tiny | cpu | gpu (default: $AVSL_PRESET or cpu)')
+    ap.add_argument('--preset', default=None, help='tiny | cpu | gpu | cpu-pretrained (default: $AVSL_PRESET or cpu)')
     ap.add_argument('--jobs', type=int, default=None, help='parallel processes (default 1; more: cores // jobs threads each, other last bits)')
     ap.add_argument('--out', default=None, help="where figures and raw results go (default: the checkout's figures/)")
     ap.add_argument('--seeds', type=int, default=None, help='number of seeds (default: the preset\'s, 3)')

@@ -25,11 +25,11 @@ from .ema import ema_update, strong_view, StrongAug
 from .encoders import VISUAL_NAMES, AUDIO_FAMILIES, AUDIO_LETTERS, audio_names, AudioPretrainConfig, SoundNetPretrainConfig
 
 # %% auto #0
-__all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'ENCODER_FIELDS', 'PL_STATS', 'CONF_RING', 'RESUMABLE', 'STAGE_DIRS',
-           'SCORE_COLS', 'DMTConfig', 'visual_weights', 'audio_weights', 'prepare_weights', 'model_configs', 'data_key',
-           'dmt_labeled_mask', 'dmt_key', 'warm_start_runs', 'teacher_runs', 'stage2_folder', 'stage1',
-           'DualMeanTeacher', 'RunFolderError', 'read_run_config', 'check_out_dir', 'out_dir_lock', 'validate_run',
-           'stage2_indices', 'train', 'run_dmt']
+__all__ = ['EVAL_NETS', 'CODE_VERSION', 'LATE_FIELDS', 'ENCODER_FIELDS', 'STAGE1_BOX_WEIGHTS', 'PL_STATS', 'CONF_RING',
+           'RESUMABLE', 'STAGE_DIRS', 'SCORE_COLS', 'DMTConfig', 'visual_weights', 'audio_weights', 'prepare_weights',
+           'model_configs', 'data_key', 'dmt_labeled_mask', 'dmt_key', 'warm_start_runs', 'teacher_runs',
+           'stage2_folder', 'stage1', 'choose_stage1', 'DualMeanTeacher', 'RunFolderError', 'read_run_config',
+           'check_out_dir', 'out_dir_lock', 'validate_run', 'stage2_indices', 'train', 'run_dmt']
 
 # %% ../nbs/09_dmt.ipynb #9961caca
 EVAL_NETS = ('teacher_a', 'teacher_b', 'student_a', 'student_b', 'teachers')
@@ -60,6 +60,7 @@ class DMTConfig:
     teacher_update: str = 'ema'           # 'ema' | 'frozen' (stage-1 teachers) | 'copy' (teacher = student)
     ema: float = 0.99                     # EMA decay alpha
     box_weight: float = 1.0               # localization loss (boxes and pseudo-labels)
+    stage1_box_weight: float | None = None  # stage 1's box-loss weight (chosen on validation, `choose_stage1`); None: box_weight
     unsup_weight: float | None = 3.0      # lambda_u of the pseudo-label box term (chosen on validation); None: boxes and pseudo-labels in one mean
     unsup_rampup: float = 0.0             # share of stage-2 steps over which lambda_u rises as exp(-5 (1 - t)^2); 0: none
     conf_gate: float | None = None        # reject unlabeled frames a teacher is less sure of than this quantile of its labeled confidences (None: off)
@@ -113,6 +114,7 @@ class DMTConfig:
             'teacher_update': (lambda v: v in ('ema', 'frozen', 'copy'), "'ema', 'frozen' or 'copy'"),
             'ema': (lambda v: 0 <= v < 1, 'a decay in [0, 1)'),
             'box_weight': (lambda v: v > 0, 'a positive weight (DMT learns from boxes and pseudo-labels)'),
+            'stage1_box_weight': (lambda v: v is None or v > 0, 'None (box_weight) or a positive weight (the teachers learn from boxes)'),
             'unsup_weight': (lambda v: v is None or (v >= 0 and math.isfinite(v)), 'None or a finite weight >= 0'),
             'unsup_rampup': (lambda v: 0 <= v < 1 and (v == 0 or self.unsup_weight is not None), 'a share of steps in [0, 1), 0 when unsup_weight is None'),
             'conf_gate': (lambda v: v is None or 0 < v < 1, 'None or a quantile in (0, 1)'),
@@ -192,7 +194,7 @@ def model_configs(cfg: DMTConfig) -> list[ModelConfig]:
     "The `ModelConfig` of each teacher (and its student): one per audio backbone of `cfg`, the same visual trunk."
     base = ModelConfig(method=cfg.method, visual=cfg.visual, visual_weights=visual_weights(cfg), dim=cfg.dim,
                        contrastive_weight=cfg.contrastive_weight)
-    ms = teacher_configs(base, (cfg.audio_a, cfg.audio_b)[:cfg.teachers], cfg.box_weight)
+    ms = teacher_configs(base, (cfg.audio_a, cfg.audio_b)[:cfg.teachers], cfg.stage1_box_weight or cfg.box_weight)
     return [dataclasses.replace(m, audio_weights=audio_weights(cfg, m.audio)) for m in ms]
 
 def _train_cfg(cfg: DMTConfig, epochs: int, seed: int, stage: int = 1) -> TrainConfig:
@@ -222,7 +224,7 @@ def dmt_key(cfg: DMTConfig) -> dict:
     "The config as it enters run keys: fields added after `CODE_VERSION` 2 count only when set, so older cached runs stay valid."
     return {k: v for k, v in asdict(cfg).items() if not (k in LATE_FIELDS and v == LATE_FIELDS[k])}
 
-LATE_FIELDS = {'unlabeled': None, 'warm_start': None, 'stage2_lr': None, 'stage2_schedule': 'constant', 'audio_pretrain': None}     # field -> the default that reproduces the runs made before the field existed
+LATE_FIELDS = {'unlabeled': None, 'warm_start': None, 'stage2_lr': None, 'stage2_schedule': 'constant', 'audio_pretrain': None, 'stage1_box_weight': None}     # field -> the default that reproduces the runs made before the field existed
 
 def warm_start_runs(cfg: DMTConfig, synth) -> list[tuple]:
     """`(name, ModelConfig, TrainConfig)` of the self-supervised run each teacher starts from when `cfg.warm_start` is
@@ -249,7 +251,7 @@ def teacher_runs(cfg: DMTConfig, bench, out_dir=None, synth=None) -> list[tuple]
         tcfg = _train_cfg(cfg, max(1, cfg.stage1_epochs), cfg.seed + (TEACHER_B_SEED_OFFSET if k == 'b' else 0))   # 0 epochs: never written
         key = {'model': model_key(mcfg), 'train': asdict(tcfg), 'labeled': [cfg.labeled, cfg.labeled_seed],
                'samples': cfg.stage1_samples, 'data': data_key(bench), 'code': CODE_VERSION}
-        if w: key['warm_start'] = _warm_dir(w, synth).name
+        if w: key.update(warm_start=_warm_dir(w, synth).name, start_is_candidate=True)   # the start is selectable since 2026-12-05
         out.append((k, mcfg, tcfg, Path(out_dir) / f'teacher_{k}' if out_dir else run_dir(f'teacher-{k}', key), w))
     return out
 
@@ -287,6 +289,28 @@ def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True, 
         teachers.append(m.eval()); hists.append(h)
     return teachers, hists
 
+# %% ../nbs/09_dmt.ipynb #8d9e6ca5
+STAGE1_BOX_WEIGHTS = (1.0, 4.0, 16.0, 64.0, 256.0)   # the candidates of `choose_stage1`
+
+def choose_stage1(cfg: DMTConfig, synth: SynthConfig, weights=STAGE1_BOX_WEIGHTS, log=print) -> tuple[float, 'pd.DataFrame']:
+    """Stage 1's box-loss weight chosen on validation: the teachers of `cfg` trained (or loaded from the run cache) at each
+    of `weights`; returns the weight whose teachers have the highest mean best validation AUC, and the table (one row
+    per weight and teacher: best validation AUC and cIoU@0.5, the best epoch and the number of epochs). No test split is read."""
+    import pandas as pd
+    if cfg.stage1_epochs < 1: raise ConfigError("choose_stage1: stage1_epochs = 0 trains no teacher (nothing to choose)")
+    if not weights: raise ConfigError("choose_stage1: weights is empty")
+    bench, rows = load_benchmark(synth), []
+    for w in weights:
+        c = dataclasses.replace(cfg, stage1_box_weight=float(w))
+        prepare_weights(c, log=log)
+        _, hists = stage1(c, bench, log=log, synth=synth)
+        for k, m, h in zip('ab', model_configs(c), hists):
+            best = max(h, key=lambda r: r['val_auc'])
+            rows.append({'stage1_box_weight': float(w), 'teacher': k.upper(), 'audio': m.audio, 'val_auc': best['val_auc'],
+                         'val_ciou50': best['val_ciou50'], 'best_epoch': best['epoch'], 'epochs': len(h)})
+    df = pd.DataFrame(rows)
+    return float(df.groupby('stage1_box_weight')['val_auc'].mean().idxmax()), df
+
 # %% ../nbs/09_dmt.ipynb #f411a4df
 PL_STATS = ('unlabeled', 'accepted', 'precision', 'iou', 'good', 'no_source', 'teacher_iou', 'all_iou', 'unl_no_source')
 CONF_RING = 256      # labeled confidences remembered per teacher for the confidence gate (about D_l at the cpu preset)
@@ -300,6 +324,7 @@ class DualMeanTeacher(nn.Module):
         self.students = nn.ModuleList([copy.deepcopy(t) for t in teachers]).requires_grad_(True)
         for s in self.students:                            # SLAVC's momentum encoder is never trained by gradient
             if hasattr(s, 'momentum_enc'): s.momentum_enc.requires_grad_(False)
+            s.cfg = dataclasses.replace(s.cfg, box_weight=cfg.box_weight)   # stage 2's weight (the teachers had stage1_box_weight)
         self.teachers = nn.ModuleList(teachers).requires_grad_(False)
         self.register_buffer('step', torch.zeros((), dtype=torch.long))                   # optimiser steps (lambda_u ramp)
         if cfg.conf_gate is not None:                      # the gate's memory of labeled confidences; last slot: discarded writes

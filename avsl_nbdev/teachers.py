@@ -37,14 +37,15 @@ def train_teacher(mcfg: ModelConfig, tcfg: TrainConfig, bench, is_labeled: torch
                   out_dir=None, log=print, resume: bool = True, init: dict | None = None):
     """Stage 1 for one teacher: `fit` on D_l (`is_labeled`, bool over the training split) repeated to `samples_per_epoch`.
     `init`: a state dict the teacher starts from (a self-supervised run's, see `dmt.DMTConfig.warm_start`) instead of its
-    freshly built weights; a resumed run continues from its own checkpoint."""
+    freshly built weights, and is itself a candidate for selection (`fit`'s `select_start`: validation may prefer the
+    start to every fine-tuned epoch); a resumed run continues from its own checkpoint."""
     from avsl_nbdev.core import seed_everything
     idx = repeat_to(torch.nonzero(is_labeled).flatten().numpy(), samples_per_epoch)
     seed_everything(tcfg.seed)
     model = build_model(mcfg)
     if init is not None: model.load_state_dict(init)
     return fit(model, tcfg, split_dataset(bench['train'], 'weak', idx), split_dataset(bench['val']),
-               out_dir=out_dir, log=log, is_labeled=is_labeled, resume=resume)
+               out_dir=out_dir, log=log, is_labeled=is_labeled, resume=resume, select_start=init is not None)
 
 # %% ../nbs/05_teachers.ipynb #3ef133c1
 @torch.no_grad()

@@ -183,13 +183,14 @@ class _Step(torch.nn.Module):
     def forward(self, batch, labeled): return self.step_fn(self.model, batch, labeled)
 
 def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = True, log=print,
-        step_fn=None, is_labeled: torch.Tensor | None = None):
+        step_fn=None, is_labeled: torch.Tensor | None = None, select_start: bool = False):
     """Train `model` (any module with `losses(batch, labeled)`, `maps(batch)`, `step_end()`), select on `val_ds`.
 
     Returns `(model with the best validation weights, history)`. With `out_dir`, checkpoints `last.pt` (every epoch,
     atomically) and `best.pt`, and writes `history.json/csv`; `resume=True` continues from `last.pt` if present.
     `step_fn(model, batch, labeled) -> dict of losses` replaces `model.losses`. `is_labeled` (bool `[n_pool]`, indexed
-    by `batch['index']`) overrides `cfg.labeled`. A model with `epoch_stats() -> dict` adds those numbers to each
+    by `batch['index']`) overrides `cfg.labeled`. `select_start`: the starting weights are a candidate for selection too
+    (evaluated before the first epoch, history row `epoch` 0): a warm start may be better than any fine-tuned epoch. A model with `epoch_stats() -> dict` adds those numbers to each
     epoch's history row (DMT logs its pseudo-label statistics this way). On the CPU, training and evaluation run with
     `core.cpu_threads()` intra-op threads (default 1; recorded as `cpu_threads` in each history row).
 
@@ -199,9 +200,18 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
     """
     device = resolve_device(check_device(cfg.device, 'TrainConfig.device'))   # before anything is written
     with pinned_threads(device):                              # CPU: a fixed thread count (core: threads decide the last bits)
-        return _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled, device)
+        return _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled, device, select_start)
 
-def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled, device):
+def _val_row(model, cfg, val_ds, device) -> dict:
+    return {f'val_{k}': v for k, v in evaluate(model, val_ds, cfg.eval_batch_size, device, cfg.num_workers, cfg.amp, cfg.channels_last,
+                                               public=False).items()}
+
+def _rank0_score(score: float, device) -> float:
+    "Rank 0's validation score on every process (one decision for all); the score itself in a single process."
+    if dist_world() == 1: return score
+    s = torch.tensor([float(score)], device=device); torch.distributed.broadcast(s, 0); return s.item()
+
+def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled, device, select_start=False):
     world, rank = dist_world(), dist_rank()
     if cfg.batch_size % world:
         raise ConfigError(f"TrainConfig.batch_size = {cfg.batch_size}: the global batch must divide evenly among {world} processes")
@@ -234,6 +244,14 @@ def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled
     if world > 1:                                             # DDP averages the gradients of the processes in backward()
         runner = torch.nn.parallel.DistributedDataParallel(runner, device_ids=[device.index] if device.type == 'cuda' else None)
     best_state = None
+    if select_start and start == 0:                            # the start, a candidate: epoch 0 of the history
+        t0 = time.perf_counter()
+        row = {'epoch': 0, **_val_row(model, cfg, val_ds, device), 'seconds': time.perf_counter() - t0}
+        history.append(row)
+        best = _rank0_score(row[f'val_{cfg.select_on}'], device)
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if out and rank == 0: atomic_save({'model': best_state, 'epoch': 0, 'score': best}, out / 'best.pt')
+        log(f"epoch 0 (the start)  val cIoU@0.5 {row['val_ciou50']:.3f}  AUC {row['val_auc']:.3f}  *")
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         seed_everything(epoch_seed(cfg.seed, epoch) + RANK_SEED_STRIDE * rank)   # rank 0 = the single-process stream
@@ -259,14 +277,11 @@ def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled
                 torch.distributed.broadcast(buf, 0)           # rank 0's, so that every process evaluates and keeps one model
         row = {'epoch': epoch + 1, **{f'train_{k}': (v / n).item() for k, v in sums.items()}}
         if hasattr(model, 'epoch_stats'): row.update({f'train_{k}': v for k, v in model.epoch_stats().items()})
-        row.update({f'val_{k}': v for k, v in evaluate(model, val_ds, cfg.eval_batch_size, device, cfg.num_workers, cfg.amp, cfg.channels_last,
-                                                               public=False).items()})
+        row.update(_val_row(model, cfg, val_ds, device))
         row['seconds'] = time.perf_counter() - t0
         if device.type == 'cpu': row['cpu_threads'] = torch.get_num_threads()
         history.append(row)
-        score = row[f'val_{cfg.select_on}']
-        if world > 1:                                         # one decision for all processes (rank 0's evaluation)
-            s = torch.tensor([float(score)], device=device); torch.distributed.broadcast(s, 0); score = s.item()
+        score = _rank0_score(row[f'val_{cfg.select_on}'], device)
         improved = score > best
         if improved:
             best = score
@@ -276,7 +291,7 @@ def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled
             atomic_save({'model': model.state_dict(), 'opt': opt.state_dict(), 'sched': sched.state_dict(), 'steps': steps, 'epoch': epoch + 1,
                          'history': history, 'best': best}, out / 'last.pt')
             _write_history(out, history)
-        left = (cfg.epochs - epoch - 1) * sum(r['seconds'] for r in history[start:]) / (epoch + 1 - start)
+        left = (cfg.epochs - epoch - 1) * sum(r['seconds'] for r in history if r['epoch'] > start) / (epoch + 1 - start)
         log(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.3f}  val cIoU@0.5 {row['val_ciou50']:.3f}  "
             f"AUC {row['val_auc']:.3f}{'  *' if improved else ''}  ({row['seconds']:.0f} s{f'; about {left / 60:.1f} min left' if left else ''})")
     if best_state is None and out and (out / 'best.pt').exists():

@@ -192,3 +192,18 @@ def test_repeated_clips_are_not_negatives():
     heads = [V[0], V[1], A[0], A[1], V[2], V[3], A[2], A[3]]          # v1, v2, a1, a2 and their momentum copies
     l_all = slavc_loss(*heads, tau, ids)
     assert torch.isfinite(l_all) and slavc_loss(*heads, tau, torch.arange(4)).item() == pytest.approx(slavc_loss(*heads, tau).item())
+
+
+def test_select_start_makes_the_start_a_candidate(tiny_bench, tmp_path):
+    "`fit(select_start=True)`: the start is epoch 0 of the history and is kept when no epoch beats it on validation."
+    tr, va = AVSLDataset(tiny_bench['train'], view='weak'), AVSLDataset(tiny_bench['val'])
+    cfg = TrainConfig(epochs=2, batch_size=16, num_workers=0, labeled=0.5)
+    m = _model(box_weight=0.5)
+    start = {k: v.clone() for k, v in m.state_dict().items()}
+    model, h = fit(m, cfg, tr, va, out_dir=tmp_path, log=lambda s: None, select_start=True)
+    assert [r['epoch'] for r in h] == [0, 1, 2] and 'val_auc' in h[0]
+    first_best = max(range(len(h)), key=lambda i: (h[i]['val_auc'], -i))       # `fit` keeps the first of equal scores
+    assert all(torch.equal(model.state_dict()[k], start[k]) for k in start) == (first_best == 0)
+    assert torch.load(tmp_path / 'best.pt', weights_only=False)['epoch'] == first_best
+    _, again = fit(_model(box_weight=0.5), cfg, tr, va, out_dir=tmp_path, log=lambda s: None, select_start=True)
+    assert again == h                                                            # resumed: the start is not evaluated twice

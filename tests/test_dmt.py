@@ -250,7 +250,8 @@ def test_warm_start_teachers_start_from_the_self_supervised_runs(tiny_cfg, tiny_
     assert not set(cold) & set(warm)                                       # a warm start is another stage-1 run
     runs = warm_start_runs(cfg, tiny_cfg)
     assert [m.audio for _, m, _ in runs] == [cfg.audio_a, cfg.audio_b] and all(m.box_weight == 0 for _, m, _ in runs)
-    teachers, _ = stage1(cfg, tiny_bench, out_dir=tmp_path, log=lambda s: None, synth=tiny_cfg)
+    teachers, hists = stage1(cfg, tiny_bench, out_dir=tmp_path, log=lambda s: None, synth=tiny_cfg)
+    assert [[r['epoch'] for r in h] for h in hists] == [[0, 1], [0, 1]]   # the start is a selection candidate (epoch 0)
     for t, (name, m, tc) in zip(teachers, runs):                          # lr 1e-9: stage 1 leaves the warm start in place
         ss = load_run_model({'name': name, 'synth': dataclasses.asdict(tiny_cfg), 'model': dataclasses.asdict(m), 'train': dataclasses.asdict(tc)})
         fresh = build_model(m)
@@ -308,3 +309,18 @@ def test_train_with_pretrained_audio(tiny_bench):
     cfg = DMTConfig.preset('tiny', audio_pretrain='tiny', stage1_epochs=1, stage2_epochs=1, dim=16)
     res = train(cfg, tiny_bench, log=lambda *a, **k: None)
     assert len(res['history']['stage2']) == 1 and res['model'].cfg.audio_pretrain == 'tiny'
+
+
+def test_stage1_box_weight_is_stage1s_own(tiny_bench):
+    "`stage1_box_weight` weighs the teachers' box loss; the students of stage 2 train with `box_weight`; old keys stay."
+    from avsl_nbdev.dmt import dmt_key, LATE_FIELDS, teacher_runs
+    plain, own = DMTConfig.preset('tiny'), DMTConfig.preset('tiny', stage1_box_weight=4.0)
+    assert [m.box_weight for m in model_configs(plain)] == [1.0, 1.0] and [m.box_weight for m in model_configs(own)] == [4.0, 4.0]
+    assert 'stage1_box_weight' not in dmt_key(plain) and LATE_FIELDS['stage1_box_weight'] is None
+    same = DMTConfig.preset('tiny', stage1_box_weight=1.0)             # the same teachers as the default: the same folders
+    assert [r[3] for r in teacher_runs(plain, tiny_bench)] == [r[3] for r in teacher_runs(same, tiny_bench)]
+    assert teacher_runs(own, tiny_bench)[0][3] != teacher_runs(plain, tiny_bench)[0][3]
+    teachers = [build_model(m) for m in model_configs(own)]
+    d = DualMeanTeacher(own, teachers)
+    assert [s.cfg.box_weight for s in d.students] == [1.0, 1.0] and [t.cfg.box_weight for t in d.teachers] == [4.0, 4.0]
+    with pytest.raises(ConfigError, match='DMTConfig.stage1_box_weight'): DMTConfig.preset('tiny', stage1_box_weight=0.0)
