@@ -83,7 +83,9 @@ class AblationConfig:
     @classmethod
     def preset(cls, name: str | None = None, **overrides) -> 'AblationConfig':
         """'tiny' (nbdev_test: one seed, a reduced grid), 'cpu' (the committed figures: chapter 9's testbed, a reduced
-        grid), 'gpu' (full size: the DMT gpu preset, the full grid, every pair around both methods)."""
+        grid), 'gpu' (full size: the DMT gpu preset, the full grid, every pair around both methods), 'cpu-pretrained'
+        (the paper's setting at the cpu preset: pretrained V and S teachers, D_l = 30 and 256, EZ-VSL with and without
+        pretrained audio, the oracle)."""
         name = name or current_preset()
         if name not in ABLATION_PRESETS: raise ConfigError(f"preset = {name!r}: expected one of {list(ABLATION_PRESETS)}")
         base = {
@@ -100,7 +102,7 @@ class AblationConfig:
                         baselines=('EZ-VSL', 'SLAVC', 'oracle (boxes, all train)')),
             'gpu': dict(base_preset='gpu', slavc_pairs=('RV', 'RS', 'VS')),
             # the paper's setting (issue 31): V and S teachers from chapter 3's pretrained audio, stage 1 chosen on
-            # validation (`dmt.choose_stage1`, report section 1c); D_l = 30 and 256, three seeds; EZ-VSL with the same
+            # validation (`dmt.choose_stage1`, the report's section 3b); D_l = 30 and 256, three seeds; EZ-VSL with the same
             # pretrained audio and as the paper runs it (audio from scratch); the oracle on the same trunk
             'cpu-pretrained': dict(base_preset='cpu', dmt=PRETRAINED_CPU, ratios=(30, 256), ratio=256, components=(), pairs=(),
                                    slavc_pairs=(), multiples=(), baselines=('EZ-VSL', 'oracle (boxes, all train)'),
