@@ -251,7 +251,7 @@ def teacher_runs(cfg: DMTConfig, bench, out_dir=None, synth=None) -> list[tuple]
         tcfg = _train_cfg(cfg, max(1, cfg.stage1_epochs), cfg.seed + (TEACHER_B_SEED_OFFSET if k == 'b' else 0))   # 0 epochs: never written
         key = {'model': model_key(mcfg), 'train': asdict(tcfg), 'labeled': [cfg.labeled, cfg.labeled_seed],
                'samples': cfg.stage1_samples, 'data': data_key(bench), 'code': CODE_VERSION}
-        if w: key.update(warm_start=_warm_dir(w, synth).name, start_is_candidate=True)   # the start is selectable since 2026-12-05
+        if w: key.update(warm_start=_warm_dir(w, synth).name, start_is_candidate=True)   # `fit`'s select_start: the start is a candidate
         out.append((k, mcfg, tcfg, Path(out_dir) / f'teacher_{k}' if out_dir else run_dir(f'teacher-{k}', key), w))
     return out
 

@@ -189,9 +189,9 @@ def fit(model, cfg: TrainConfig, train_ds, val_ds, out_dir=None, resume: bool = 
     Returns `(model with the best validation weights, history)`. With `out_dir`, checkpoints `last.pt` (every epoch,
     atomically) and `best.pt`, and writes `history.json/csv`; `resume=True` continues from `last.pt` if present.
     `step_fn(model, batch, labeled) -> dict of losses` replaces `model.losses`. `is_labeled` (bool `[n_pool]`, indexed
-    by `batch['index']`) overrides `cfg.labeled`. `select_start`: the starting weights are a candidate for selection too
-    (evaluated before the first epoch, history row `epoch` 0): a warm start may be better than any fine-tuned epoch. A model with `epoch_stats() -> dict` adds those numbers to each
-    epoch's history row (DMT logs its pseudo-label statistics this way). On the CPU, training and evaluation run with
+    by `batch['index']`) overrides `cfg.labeled`. `select_start`: the starting weights are a candidate for selection
+    too (evaluated before the first epoch, history row `epoch` 0): a warm start may be better than any fine-tuned epoch.
+    A model with `epoch_stats() -> dict` adds those numbers to each epoch's history row (DMT logs its pseudo-label statistics this way). On the CPU, training and evaluation run with
     `core.cpu_threads()` intra-op threads (default 1; recorded as `cpu_threads` in each history row).
 
     Under `torchrun` (a process group is initialised): `cfg.batch_size` is the global batch, each process takes its
@@ -244,13 +244,15 @@ def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled
     if world > 1:                                             # DDP averages the gradients of the processes in backward()
         runner = torch.nn.parallel.DistributedDataParallel(runner, device_ids=[device.index] if device.type == 'cuda' else None)
     best_state = None
+    def keep(epoch: int, score: float):                        # the best model so far: in memory, and best.pt on rank 0
+        nonlocal best, best_state
+        best, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if out and rank == 0: atomic_save({'model': best_state, 'epoch': epoch, 'score': best}, out / 'best.pt')
     if select_start and start == 0:                            # the start, a candidate: epoch 0 of the history
         t0 = time.perf_counter()
         row = {'epoch': 0, **_val_row(model, cfg, val_ds, device), 'seconds': time.perf_counter() - t0}
         history.append(row)
-        best = _rank0_score(row[f'val_{cfg.select_on}'], device)
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if out and rank == 0: atomic_save({'model': best_state, 'epoch': 0, 'score': best}, out / 'best.pt')
+        keep(0, _rank0_score(row[f'val_{cfg.select_on}'], device))
         log(f"epoch 0 (the start)  val cIoU@0.5 {row['val_ciou50']:.3f}  AUC {row['val_auc']:.3f}  *")
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
@@ -283,10 +285,7 @@ def _fit(model, cfg, train_ds, val_ds, out_dir, resume, log, step_fn, is_labeled
         history.append(row)
         score = _rank0_score(row[f'val_{cfg.select_on}'], device)
         improved = score > best
-        if improved:
-            best = score
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if out and rank == 0: atomic_save({'model': best_state, 'epoch': epoch + 1, 'score': best}, out / 'best.pt')
+        if improved: keep(epoch + 1, score)
         if out and rank == 0:
             atomic_save({'model': model.state_dict(), 'opt': opt.state_dict(), 'sched': sched.state_dict(), 'steps': steps, 'epoch': epoch + 1,
                          'history': history, 'best': best}, out / 'last.pt')
