@@ -39,8 +39,8 @@ class DMTConfig:
     "Dual Mean-Teacher; each field is explained in the DMT chapters (table in `09_dmt`)."
     method: str = 'ezvsl'                 # base AVSL model wrapped by DMT: 'ezvsl' | 'slavc'
     visual: str = 'cnn'                   # visual trunk (encoders.build_visual)
-    object_pretrain: str | None = 'cpu'   # cnn: start from the object-pretrained CNN of this ObjectPretrainConfig preset (None: scratch)
-    visual_weights: str | None = None     # resnet18: local ImageNet state dict
+    object_pretrain: str | None = 'cpu'   # cnn / resnet18: start from the object-pretrained trunk of this ObjectPretrainConfig preset (None: scratch)
+    visual_weights: str | None = None     # a local state dict of the trunk (e.g. ImageNet ResNet-18): used instead of object_pretrain
     warm_start: str | None = None         # teachers start from the base method trained self-supervised (TrainConfig preset name; None: from the encoders)
     audio_pretrain: str | None = None     # V and S teachers start from chapter 3's pretrained backbones of this preset (VGGish / SoundNet analogs; R from scratch); None: all from scratch
     audio_a: str = 'vggish-small'         # teacher/student A's audio backbone
@@ -135,7 +135,8 @@ class DMTConfig:
     @classmethod
     def preset(cls, name: str | None = None, **overrides) -> 'DMTConfig':
         """'tiny' (tests), 'cpu' (the CPU results and README command 1), 'gpu' (full size: ResNet-18 at 224 px, full
-        VGGish / SoundNet teachers; ImageNet weights from the local file `$AVSL_RESNET18_WEIGHTS` when set, else from scratch)."""
+        VGGish / SoundNet teachers; ImageNet weights from the local file `$AVSL_RESNET18_WEIGHTS` when set, else the
+        object-pretrained ResNet-18, the benchmark's ImageNet analog, trained on the first run and cached)."""
         import os
         return preset_config(cls, {
             'tiny': dict(labeled=32, stage1_epochs=2, stage1_samples=64, stage2_epochs=2, batch_size=16, eval_batch_size=64,
@@ -143,7 +144,7 @@ class DMTConfig:
             'cpu': {},
             'gpu': dict(labeled=1024, stage1_epochs=20, stage1_samples=8192, stage2_epochs=30, ema=0.999, batch_size=128,
                         num_workers=8, eval_batch_size=256, visual='resnet18', audio_a='vggish', audio_b='soundnet',
-                        object_pretrain=None, visual_weights=os.environ.get('AVSL_RESNET18_WEIGHTS'))}, name, **overrides)
+                        object_pretrain='gpu', visual_weights=os.environ.get('AVSL_RESNET18_WEIGHTS'))}, name, **overrides)
 
     def strong_aug(self) -> StrongAug:
         return StrongAug(min_scale=self.strong_min_scale, jitter=self.jitter, p_gray=self.p_gray, p_blur=self.p_blur)
@@ -154,13 +155,13 @@ class DMTConfig:
 
 # %% ../nbs/09_dmt.ipynb #35d52c61
 def visual_weights(cfg: DMTConfig, pretrain: bool = False, log=print) -> str | None:
-    """The weights file the visual trunk starts from: `cfg.visual_weights`, or the object-pretrained CNN of
-    `cfg.object_pretrain` (committed for the tiny and cpu presets, cached otherwise). Pretraining is an explicit step:
-    `pretrain=True` (what `train` does first) trains a missing CNN; without it a missing one is an error, so building
-    configs never trains anything."""
-    if cfg.visual_weights or cfg.visual != 'cnn' or not cfg.object_pretrain: return cfg.visual_weights
+    """The weights file the visual trunk starts from: `cfg.visual_weights`, or the object-pretrained trunk (the small
+    CNN or ResNet-18) of `cfg.object_pretrain` (the CNN's committed for the tiny and cpu presets; cached otherwise).
+    Pretraining is an explicit step: `pretrain=True` (what `train` does first) trains a missing trunk; without it a
+    missing one is an error, so building configs never trains anything."""
+    if cfg.visual_weights or cfg.visual not in ('cnn', 'resnet18') or not cfg.object_pretrain: return cfg.visual_weights
     from avsl_nbdev.encoders import pretrained_cnn, ObjectPretrainConfig
-    return str(pretrained_cnn(ObjectPretrainConfig.preset(cfg.object_pretrain), log=log, train=pretrain))
+    return str(pretrained_cnn(ObjectPretrainConfig.preset(cfg.object_pretrain, visual=cfg.visual), log=log, train=pretrain))
 
 def _canonical_audio(name: str) -> str:
     "'V-small' -> 'vggish-small' (the letters R/V/S name the families)."

@@ -40,12 +40,14 @@ def encoder_fields(cfg: DMTConfig) -> dict:
     return {k: getattr(m, k) for k in ENCODER_FIELDS}
 
 def compare(preset: str | None = None, seeds=(0,), baselines: bool | str | Path = False, slavc: bool = False, log=print,
-            synth: dict | None = None, single: bool = True, baseline_names=('EZ-VSL', 'SLAVC'), **overrides) -> 'pd.DataFrame':
+            synth: dict | None = None, single: bool = True, baseline_names=('EZ-VSL', 'SLAVC'), plain_names=(),
+            **overrides) -> 'pd.DataFrame':
     """Test-split table (mean ± std over `seeds`) of trivial baselines, supervised-only, single mean teacher, DMT (+ optional rows).
     `baselines`: True trains `baseline_names` (keys of `train.BASELINES`) on DMT's encoders (`train.baseline_grid`); a path
     reads EZ-VSL, SLAVC and the oracle from the training chapter's committed table (`train.baselines_file`), allowed only
-    where DMT's encoders are that chapter's. `synth`: `SynthConfig` fields changed (another benchmark, same for every row);
-    `single=False` leaves out the single mean teacher."""
+    where DMT's encoders are that chapter's. `plain_names`: baselines also trained on the training chapter's own encoders
+    (audio from scratch, as their papers run them; rows '<name>, audio from scratch'). `synth`: `SynthConfig` fields
+    changed (another benchmark, same for every row); `single=False` leaves out the single mean teacher."""
     import pandas as pd
     from avsl_nbdev.metrics import score_trivial
     seeds = tuple(seeds)
@@ -70,6 +72,10 @@ def compare(preset: str | None = None, seeds=(0,), baselines: bool | str | Path 
         for r in baseline_grid(preset, seeds=seeds, names=list(baseline_names), log=log, model=enc, synth=synth_over):
             name = r['name'] + (' (self-supervised)' if r['name'] in ('EZ-VSL', 'SLAVC') else '')
             rows.append({'model': name, 'seed': r['train']['seed'], **r['test']})
+    if plain_names:
+        from avsl_nbdev.train import baseline_grid
+        for r in baseline_grid(preset, seeds=seeds, names=list(plain_names), log=log, synth=synth_over):
+            rows.append({'model': f"{r['name']}, audio from scratch", 'seed': r['train']['seed'], **r['test']})
     tab = mean_std_table(pd.DataFrame(rows), SCORE_COLS)
     if baselines and baselines is not True: tab = pd.concat([tab, committed_baselines(baselines, preset, enc)[tab.columns]])
     tab['seeds'] = tab['seeds'].astype(str)
@@ -81,15 +87,16 @@ def compare(preset: str | None = None, seeds=(0,), baselines: bool | str | Path 
 HELDOUT = {'benchmark seed 1': dict(seed=1), 'art style openmoji': dict(style='openmoji')}   # SynthConfig changes
 
 def heldout(preset: str | None = None, seeds=(0,), log=print, benchmarks: dict | None = None,
-            baseline_names=('EZ-VSL', 'oracle (boxes, all train)')) -> 'pd.DataFrame':
-    """The headline comparison (supervised-only, DMT, `baseline_names`, trivial baselines) on benchmarks nothing was
-    tuned on (`benchmarks`, default `HELDOUT`: name -> `SynthConfig` changes), preset configs unchanged; one table
-    with a `benchmark` column."""
+            baseline_names=('EZ-VSL', 'oracle (boxes, all train)'), plain_names=(), **overrides) -> 'pd.DataFrame':
+    """The headline comparison (supervised-only, DMT, `baseline_names` and `plain_names` as in `compare`, trivial
+    baselines) on benchmarks nothing was tuned on (`benchmarks`, default `HELDOUT`: name -> `SynthConfig` changes), the
+    preset's configs with `overrides` (e.g. `ablations.PRETRAINED_CPU`) and nothing re-chosen; one table with a
+    `benchmark` column."""
     import pandas as pd
     tabs = []
     for name, over in (benchmarks or HELDOUT).items():
         t = compare(preset, seeds, baselines=True, log=log, synth=over, single=False,
-                    baseline_names=baseline_names)
+                    baseline_names=baseline_names, plain_names=plain_names, **overrides)
         t.insert(0, 'benchmark', name)
         tabs.append(t)
     return pd.concat(tabs)

@@ -46,8 +46,9 @@ class SmallCNN(nn.Module):
         self.out_channels, self.stride = 8 * w, stride
     def forward(self, x): return self.body(x)
 
-def load_local_weights(module: nn.Module, path, strict_keys=None) -> nn.Module:
-    "Load a state dict from a local file into `module`; clear errors naming the file for a missing, corrupt or foreign file."
+def load_local_weights(module: nn.Module, path, optional: tuple = ()) -> nn.Module:
+    """Load a state dict from a local file into `module`; clear errors naming the file for a missing, corrupt or foreign
+    file. Keys of `module` starting with a prefix in `optional` may be absent from the file (they keep their init)."""
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"pretrained weights {path} not found (weights are never downloaded)")
     sd = load_torch(path, 'pretrained weights')
@@ -55,18 +56,24 @@ def load_local_weights(module: nn.Module, path, strict_keys=None) -> nn.Module:
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise FileFormatError(f"pretrained weights {path} hold a {type(sd).__name__}, not a state dict of tensors")
     missing, unexpected = module.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.startswith(tuple(optional))]
     if missing: raise ValueError(f"weights {path} lack {len(missing)} keys of {type(module).__name__}, e.g. {missing[:3]}")
     return module
 
 class ResNet18Trunk(nn.Module):
-    "torchvision ResNet-18 up to layer4: `[B, 3, S, S] -> [B, 512, S/32, S/32]`; optional local ImageNet weights."
+    """torchvision ResNet-18 up to layer4: `[B, 3, S, S] -> [B, 512, S/32, S/32]`; optional local weights in torchvision's
+    names (an ImageNet file, or `torchvision_state()` of an object-pretrained trunk, which has no classifier `fc`)."""
+    NAMES = ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')   # torchvision's names of `body`'s parts
     def __init__(self, weights: str | None = None):
         super().__init__()
         net = torchvision.models.resnet18(weights=None)
-        if weights: load_local_weights(net, weights)
-        self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+        if weights: load_local_weights(net, weights, optional=('fc.',))
+        self.body = nn.Sequential(*(getattr(net, n) for n in self.NAMES))
         self.out_channels = 512
     def forward(self, x): return self.body(x)
+    def torchvision_state(self) -> dict:
+        "The trunk's weights under torchvision's names (`conv1.weight`, `layer4.1.bn2.bias`, ...), on the CPU."
+        return {f'{self.NAMES[int(k.split(".", 1)[0])]}.{k.split(".", 1)[1]}': v.detach().cpu() for k, v in self.body.state_dict().items()}
 
 # %% ../nbs/03_encoders.ipynb #d223f62f
 class LogSpectrogram(nn.Module):
@@ -215,7 +222,7 @@ def measure_throughput(module: nn.Module, inputs, steps: int = 3, warmup: int = 
 # %% ../nbs/03_encoders.ipynb #f1d334f4
 @dataclass
 class ObjectPretrainConfig:
-    "Object-classification pretraining of the small CNN (the ImageNet stand-in)."
+    "Object-classification pretraining of a visual trunk (the ImageNet stand-in): the small CNN, or ResNet-18 at the gpu preset."
     image_size: int = 128
     n_images: int = 8000
     min_size: float = 0.08
@@ -224,6 +231,15 @@ class ObjectPretrainConfig:
     batch_size: int = 128
     lr: float = 2e-3
     seed: int = 0
+    visual: str = 'cnn'           # the trunk: 'cnn' (SmallCNN) or 'resnet18' (left out of the key when 'cnn': committed names stay)
+
+    def __post_init__(self):
+        check_config(self, {'visual': (lambda v: v in ('cnn', 'resnet18'), "'cnn' or 'resnet18'"),
+                            'image_size': (lambda v: v >= 32, 'an integer >= 32 (pixels)'),
+                            'n_images': (lambda v: v >= 2, 'an integer >= 2'),
+                            'epochs': (lambda v: v >= 1, 'a positive integer'),
+                            'batch_size': (lambda v: v >= 2, 'an integer >= 2'),
+                            'max_size': (lambda v: self.min_size > 0 and self.min_size <= v <= 1, 'a share in (min_size, 1]')})
 
     @classmethod
     def preset(cls, name: str | None = None, **kw):
@@ -298,22 +314,32 @@ PRETRAIN_THREADS = 2   # object pretraining always runs with 2 CPU threads, what
 
 @pinned_threads('cpu', PRETRAIN_THREADS)                 # a fixed thread count: the same weights on every machine (core)
 def pretrain_visual(cfg: ObjectPretrainConfig, path, log=print) -> dict:
-    "Train SmallCNN + linear classifier on `object_images`; save the trunk's state dict to `path`; return accuracies."
+    """Train the trunk `cfg.visual` + a linear classifier on `object_images`; save the trunk's state dict to `path`
+    (ResNet-18: in torchvision's names, like an ImageNet file); return accuracies. The small CNN trains on the CPU (its
+    committed weights are reproducible); ResNet-18 on the GPU when there is one (bf16 autocast, channels_last)."""
     from avsl_nbdev.core import seed_everything
     from avsl_nbdev.data import CATEGORY_NAMES
     seed_everything(cfg.seed)
     n_val = max(64, cfg.n_images // 8)
     xv, yv = object_images(cfg, 0, n_val)
     x, y = object_images(cfg, n_val, n_val + cfg.n_images)
-    trunk = SmallCNN(); head = nn.Linear(trunk.out_channels, len(CATEGORY_NAMES))
-    net = nn.Sequential(trunk, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+    dev = torch.device('cuda' if cfg.visual == 'resnet18' and torch.cuda.is_available() else 'cpu')
+    trunk = SmallCNN() if cfg.visual == 'cnn' else ResNet18Trunk()
+    head = nn.Linear(trunk.out_channels, len(CATEGORY_NAMES))
+    net = nn.Sequential(trunk, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).to(dev)
+    if dev.type == 'cuda': net = net.to(memory_format=torch.channels_last)
+    run = lambda xb: net(xb.to(dev, non_blocking=True)).float()
     def batch_loss(idx, g):
         flip = torch.rand(len(idx), generator=g) < 0.5                      # horizontal flips, drawn from the loop's generator
-        return F.cross_entropy(net(torch.where(flip[:, None, None, None], x[idx].flip(-1), x[idx])), y[idx])
-    accuracy = lambda: torch.cat([net(xb).argmax(1) for xb in xv.split(256)]).eq(yv).float().mean().item()
+        with torch.autocast('cuda', torch.bfloat16, enabled=dev.type == 'cuda'):
+            return F.cross_entropy(run(torch.where(flip[:, None, None, None], x[idx].flip(-1), x[idx])), y[idx].to(dev))
+    def accuracy():
+        with torch.autocast('cuda', torch.bfloat16, enabled=dev.type == 'cuda'):
+            return torch.cat([run(xb).argmax(1).cpu() for xb in xv.split(256)]).eq(yv).float().mean().item()
     losses, accs = train_one_cycle(net, cfg, len(x), batch_loss, accuracy, log, 'object pretraining')
     acc = accs[-1]
-    atomic_save(trunk.state_dict(), path)                # a per-process temporary name: parallel notebooks may build it at once
+    state = trunk.state_dict() if cfg.visual == 'cnn' else trunk.torchvision_state()
+    atomic_save(state, path)                             # a per-process temporary name: parallel notebooks may build it at once
     return {'val_accuracy': acc, 'chance': 1 / len(CATEGORY_NAMES), 'losses': losses}
 
 def committed_weights(name: str) -> Path:
@@ -324,8 +350,10 @@ def committed_weights(name: str) -> Path:
 COMMITTED_CNN = ('tiny', 'cpu')      # presets of ObjectPretrainConfig whose trunks are committed
 
 def cnn_weights_name(cfg: ObjectPretrainConfig) -> str:
+    "`<trunk>-objects-<key>.pt`; the key leaves out `visual`, so that the small CNN's committed names predate the field."
     from avsl_nbdev.core import config_key
-    return f'cnn-objects-{config_key(cfg)}.pt'
+    fields = dataclasses.asdict(cfg); visual = fields.pop('visual')
+    return f'{visual}-objects-{config_key(fields)}.pt'
 
 def pretrained_file(name: str, make, train: bool = True, what: str = 'pretrained weights', how: str = '') -> Path:
     """A pretrained weights file `name`: the committed one when the package ships it, else the cache's, made by
@@ -350,10 +378,11 @@ def write_committed(presets, config, name_of, pretrain, log=print) -> list[Path]
     return out
 
 def pretrained_cnn(cfg: ObjectPretrainConfig | None = None, log=print, train: bool = True) -> Path:
-    "The object-pretrained SmallCNN trunk for `cfg` (default: current preset), committed for `COMMITTED_CNN` (`pretrained_file`)."
+    """The object-pretrained trunk for `cfg` (default: current preset; the small CNN, or ResNet-18 with `visual='resnet18'`),
+    committed for the small CNN of `COMMITTED_CNN` (`pretrained_file`)."""
     cfg = cfg or ObjectPretrainConfig.preset()
-    return pretrained_file(cnn_weights_name(cfg), lambda p: pretrain_visual(cfg, p, log), train, 'the object-pretrained CNN',
-                           'encoders.pretrained_cnn(ObjectPretrainConfig.preset(...))')
+    return pretrained_file(cnn_weights_name(cfg), lambda p: pretrain_visual(cfg, p, log), train, f'the object-pretrained {cfg.visual}',
+                           f'encoders.pretrained_cnn({cfg!r})')
 
 def write_committed_cnn(presets=COMMITTED_CNN, log=print) -> list[Path]:
     """The command that made the committed trunks:

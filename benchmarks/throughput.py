@@ -42,7 +42,7 @@ def fake_batch(preset, B, device, channels_last):
 
 
 def build(preset, name):
-    d = DMTConfig.preset(preset)
+    d = DMTConfig.preset(preset, object_pretrain=None)     # speed only: the starting weights do not matter, so nothing is pretrained
     if name == 'DMT':
         teachers = [build_model(m) for m in model_configs(d)]
         return DualMeanTeacher(d, teachers)

@@ -177,15 +177,17 @@ def test_tiny_sweep_parallel_then_cached(tmp_path, monkeypatch):
 
 
 def test_plain_baselines_are_the_training_chapters_runs():
-    "'cpu-pretrained': EZ-VSL on DMT's pretrained audio and, as the papers run it, on chapter 04b's encoders (the same runs)."
+    "'cpu-pretrained': EZ-VSL and SLAVC on DMT's pretrained audio and, as the papers run them, on chapter 04b's encoders (the same runs)."
     from avsl_nbdev.ablations import baseline_configs, plan, output_tag
     from avsl_nbdev.train import baseline_configs as chapter_configs
     a = AblationConfig.preset('cpu-pretrained')
     rows = [r for r in plan(a) if r['exp'] == 'baselines' and r['seed'] == 0]
-    assert [r['variant'] for r in rows] == ['EZ-VSL', 'oracle (boxes, all train)', 'EZ-VSL, audio from scratch']
-    pre, plain = baseline_configs(a, 'EZ-VSL', 0), baseline_configs(a, 'EZ-VSL', 0, plain=True)
-    assert pre[0].audio_weights is not None and plain[0].audio_weights is None
-    assert plain == chapter_configs('EZ-VSL', 'cpu', 0) and pre[0].visual_weights == plain[0].visual_weights
+    assert [r['variant'] for r in rows] == ['EZ-VSL', 'SLAVC', 'oracle (boxes, all train)', 'EZ-VSL, audio from scratch',
+                                            'SLAVC, audio from scratch']
+    for name in ('EZ-VSL', 'SLAVC'):
+        pre, plain = baseline_configs(a, name, 0), baseline_configs(a, name, 0, plain=True)
+        assert pre[0].audio_weights is not None and plain[0].audio_weights is None
+        assert plain == chapter_configs(name, 'cpu', 0) and pre[0].visual_weights == plain[0].visual_weights
     assert output_tag(a) == 'cpu-pretrained' and output_tag(AblationConfig.preset('cpu')) == 'cpu'
     assert all(r['cfg'].audio_pretrain == 'cpu' for r in plan(a) if 'cfg' in r)
     with pytest.raises(ConfigError, match='plain_baselines'): AblationConfig(plain_baselines=('nope',))

@@ -8,9 +8,20 @@ from avsl_nbdev.dmt_cli import encoder_fields
 from avsl_nbdev.train import baseline_model, BASELINES
 
 
+@pytest.fixture(autouse=True)
+def gpu_trunk(tmp_path, monkeypatch):
+    "A stand-in for the gpu preset's object-pretrained ResNet-18 (trained on a GPU, cached): building its configs needs the file."
+    import torch
+    from avsl_nbdev.encoders import ObjectPretrainConfig, ResNet18Trunk, cnn_weights_name
+    monkeypatch.setenv('AVSL_CACHE', str(tmp_path))
+    monkeypatch.delenv('AVSL_RESNET18_WEIGHTS', raising=False)
+    (tmp_path / 'weights').mkdir()
+    torch.save(ResNet18Trunk().torchvision_state(), tmp_path / 'weights' / cnn_weights_name(ObjectPretrainConfig.preset('gpu', visual='resnet18')))
+
+
 def test_gpu_baselines_use_dmt_encoders():
     enc = encoder_fields(DMTConfig.preset('gpu'))
-    assert (enc['visual'], enc['audio']) == ('resnet18', 'vggish')
+    assert (enc['visual'], enc['audio']) == ('resnet18', 'vggish') and 'resnet18-objects-' in enc['visual_weights']
     for name in ('EZ-VSL', 'SLAVC'):
         m = baseline_model(name, 'gpu', **enc)
         assert (m.visual, m.audio, m.dim, m.visual_weights) == (enc['visual'], enc['audio'], enc['dim'], enc['visual_weights'])
@@ -34,6 +45,27 @@ def test_compare_passes_dmt_encoders_to_baselines(monkeypatch):
     assert seen['model']['visual'] == 'resnet18' and seen['synth'] == {}
     with pytest.raises(Stop): dmt_cli.compare('gpu', seeds=(0,), baselines=True, log=lambda s: None, synth=dict(seed=1))
     assert seen['synth'] == dict(seed=1)                  # the held-out check trains the baselines on its own benchmark
+
+
+def test_heldout_keeps_the_setting_and_trains_plain_baselines(monkeypatch):
+    # the held-out check of the paper's setting: DMT with the setting's overrides, baselines on DMT's encoders, and the
+    # plain baselines (the training chapter's own encoders: model=None), all on the held-out benchmark
+    class Stop(Exception): pass
+    seen = {'grid': []}
+    def fake_run(c, s, log=None):
+        seen.update(cfg=c, synth=s); return {'stage1': {'test': {}}, 'stage2': {'test': {}}}
+    def grid(preset, seeds, names, log, model=None, synth=None):
+        seen['grid'].append((names, model, synth))
+        if len(seen['grid']) == 2: raise Stop
+        return []
+    monkeypatch.setattr(dmt_cli, 'run_dmt', fake_run)
+    monkeypatch.setattr(train, 'baseline_grid', grid)
+    with pytest.raises(Stop):
+        dmt_cli.heldout('gpu', benchmarks={'held out': dict(seed=1)}, plain_names=('EZ-VSL',), log=lambda s: None,
+                        box_weight=8.0, stage1_box_weight=64.0)
+    assert (seen['cfg'].box_weight, seen['cfg'].stage1_box_weight, seen['synth'].seed) == (8.0, 64.0, 1)
+    enc = encoder_fields(DMTConfig.preset('gpu', box_weight=8.0, stage1_box_weight=64.0))
+    assert seen['grid'] == [(['EZ-VSL', 'oracle (boxes, all train)'], enc, dict(seed=1)), (['EZ-VSL'], None, dict(seed=1))]
 
 
 # --- fix 5: a seeded run is bit-reproducible on the CPU whatever the machine's thread setting -------------------------

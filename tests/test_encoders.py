@@ -51,6 +51,31 @@ def test_object_images_are_deterministic_and_pretraining_learns(tmp_path):
     build_visual('cnn', weights=tmp_path / 'cnn.pt')
 
 
+def test_resnet18_object_pretraining_is_the_gpu_presets_trunk(tmp_path, monkeypatch):
+    "ResNet-18 learns the objects; its file is in torchvision's names (as ImageNet's); the gpu preset starts from it."
+    import avsl_nbdev.encoders as enc
+    from avsl_nbdev.dmt import DMTConfig, visual_weights
+    cfg = ObjectPretrainConfig.preset('tiny', visual='resnet18', n_images=256, image_size=32, epochs=2, batch_size=32)
+    stats = pretrain_visual(cfg, tmp_path / 'r18.pt', log=lambda s: None)
+    assert stats['losses'][-1] < stats['losses'][0]
+    sd = torch.load(tmp_path / 'r18.pt')
+    assert 'conv1.weight' in sd and 'layer4.1.bn2.bias' in sd and not any(k.startswith('fc.') for k in sd)
+    assert torch.equal(build_visual('resnet18', weights=tmp_path / 'r18.pt').body[0].weight, sd['conv1.weight'])
+    # the small CNN's committed file names predate the `visual` field; the ResNet's differ from them
+    assert enc.cnn_weights_name(ObjectPretrainConfig.preset('cpu')) == 'cnn-objects-dba42205d7f8.pt'
+    assert enc.cnn_weights_name(cfg).startswith('resnet18-objects-')
+    with pytest.raises(ConfigError, match='ObjectPretrainConfig.visual'): ObjectPretrainConfig(visual='vit')
+    monkeypatch.setenv('AVSL_CACHE', str(tmp_path))
+    monkeypatch.delenv('AVSL_RESNET18_WEIGHTS', raising=False)
+    gpu = DMTConfig.preset('gpu')
+    with pytest.raises(ConfigError, match='object-pretrained resnet18'): visual_weights(gpu)     # never trained while building configs
+    monkeypatch.setattr(enc, 'pretrain_visual', lambda c, path, log: enc.atomic_save(enc.ResNet18Trunk().torchvision_state(), path))
+    made = visual_weights(gpu, pretrain=True, log=lambda s: None)
+    assert made == str(tmp_path / 'weights' / enc.cnn_weights_name(ObjectPretrainConfig.preset('gpu', visual='resnet18')))
+    monkeypatch.setenv('AVSL_RESNET18_WEIGHTS', str(tmp_path / 'r18.pt'))        # a local ImageNet file wins
+    assert visual_weights(DMTConfig.preset('gpu')) == str(tmp_path / 'r18.pt')
+
+
 def test_committed_trunks_are_used_without_training(tmp_path, monkeypatch):
     import avsl_nbdev.encoders as enc
     monkeypatch.setenv('AVSL_CACHE', str(tmp_path))                      # an empty cache: nothing to find there
