@@ -102,10 +102,13 @@ class AblationConfig:
                         baselines=('EZ-VSL', 'SLAVC', 'oracle (boxes, all train)')),
             'gpu': dict(base_preset='gpu', slavc_pairs=('RV', 'RS', 'VS')),
             # the paper's setting (issue 31): V and S teachers from chapter 3's pretrained audio, stage 1 chosen on
-            # validation (`dmt.choose_stage1`, the report's section 3b); D_l = 30, 64, 128 and 256, three seeds; EZ-VSL and
-            # SLAVC with the same pretrained audio and as the papers run them (audio from scratch); the oracle on the same trunk
-            'cpu-pretrained': dict(base_preset='cpu', dmt=PRETRAINED_CPU, ratios=(30, 64, 128, 256), ratio=256, components=(),
-                                   pairs=(), slavc_pairs=(), multiples=(), baselines=('EZ-VSL', 'SLAVC', 'oracle (boxes, all train)'),
+            # validation (`dmt.choose_stage1`, the report's section 3b); D_l = 30, 64, 128 and 256, three seeds; the
+            # component and backbone studies at D_l = 64, where stage 2's validation gain over stage 1 is largest, three
+            # seeds; EZ-VSL and SLAVC with the same pretrained audio and as the papers run them (audio from scratch); the oracle
+            'cpu-pretrained': dict(base_preset='cpu', dmt=PRETRAINED_CPU, ratios=(30, 64, 128, 256), ratio=64,
+                                   components=('full DMT', 'no noise filter', 'no IPL: union', 'no EMA: frozen teachers',
+                                               'one teacher (single mean teacher)'), pairs=('RV', 'RS', 'VS'),
+                                   slavc_pairs=(), multiples=(), baselines=('EZ-VSL', 'SLAVC', 'oracle (boxes, all train)'),
                                    plain_baselines=('EZ-VSL', 'SLAVC'))}[name]
         for k in ('synth', 'dmt'):                           # dict overrides add to the preset's, not replace them
             if k in overrides: overrides[k] = {**base.get(k, {}), **overrides[k]}
