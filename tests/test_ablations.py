@@ -191,3 +191,21 @@ def test_plain_baselines_are_the_training_chapters_runs():
     assert output_tag(a) == 'cpu-pretrained' and output_tag(AblationConfig.preset('cpu')) == 'cpu'
     assert all(r['cfg'].audio_pretrain == 'cpu' for r in plan(a) if 'cfg' in r)
     with pytest.raises(ConfigError, match='plain_baselines'): AblationConfig(plain_baselines=('nope',))
+
+
+def test_pretrained_studies_share_the_ratio_runs():
+    "'cpu-pretrained': the studies run at D_l = 64, where its full DMT and single mean teacher are the ratio sweep's runs (one key)."
+    from avsl_nbdev.dmt import audio_weights
+    rows = plan(AblationConfig.preset('cpu-pretrained'))
+    key = lambda r: json.dumps(dmt_key(r['cfg']), sort_keys=True)
+    ratio = {(r['variant'], r['seed']): key(r) for r in rows if r['exp'] == 'ratios' and r['cfg'].labeled == 64}
+    comp = {(r['variant'], r['seed']): key(r) for r in rows if r['exp'] == 'components'}
+    for s in range(3):
+        assert comp[('full DMT', s)] == ratio[('DMT', s)]
+        assert comp[('one teacher (single mean teacher)', s)] == ratio[('single mean teacher', s)]
+        assert comp[('no noise filter', s)] != ratio[('DMT', s)]
+    pairs = [r['cfg'] for r in rows if r['exp'] == 'backbones']
+    assert len(pairs) == 9 and {c.labeled for c in pairs} == {64}
+    assert {(c.audio_a, c.audio_b) for c in pairs} == {('resnet-small', 'vggish-small'), ('resnet-small', 'soundnet-small'),
+                                                        ('vggish-small', 'soundnet-small')}
+    assert all(audio_weights(c, c.audio_a) is None for c in pairs if c.audio_a.startswith('resnet'))   # R: from scratch, as in EZ-VSL's code
