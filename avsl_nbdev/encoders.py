@@ -22,11 +22,11 @@ __all__ = ['AUDIO_FAMILIES', 'AUDIO_LETTERS', 'VISUAL_NAMES', 'PRETRAIN_THREADS'
            'BasicBlock', 'AudioResNet', 'AudioVGGish', 'PolyphaseConv1d', 'AudioSoundNet', 'audio_names',
            'build_visual', 'build_audio', 'AVEncoder', 'count_params', 'measure_throughput', 'ObjectPretrainConfig',
            'object_images', 'train_one_cycle', 'fit_linear', 'pretrain_visual', 'committed_weights', 'cnn_weights_name',
-           'pretrained_file', 'write_committed', 'pretrained_cnn', 'write_committed_cnn', 'SoundCorpusConfig',
-           'AudioPretrainConfig', 'n_sound_classes', 'sound_corpus', 'mix_noise', 'train_sound_classifier',
-           'pretrain_audio', 'audio_weights_name', 'pretrained_audio', 'write_committed_audio', 'linear_probe',
-           'SoundNetPretrainConfig', 'object_classifier', 'pretrain_soundnet', 'soundnet_weights_name',
-           'pretrained_soundnet', 'write_committed_soundnet']
+           'pretrained_file', 'write_committed', 'pretrained_cnn', 'write_committed_cnn', 'weights_difference',
+           'SoundCorpusConfig', 'AudioPretrainConfig', 'n_sound_classes', 'sound_corpus', 'mix_noise',
+           'train_sound_classifier', 'pretrain_audio', 'audio_weights_name', 'pretrained_audio',
+           'write_committed_audio', 'linear_probe', 'SoundNetPretrainConfig', 'object_classifier', 'pretrain_soundnet',
+           'soundnet_weights_name', 'pretrained_soundnet', 'write_committed_soundnet']
 
 # %% ../nbs/03_encoders.ipynb #2920d0e1
 def conv_bn(cin, cout, k=3, s=1, dim=2, d=1, conv=None):
@@ -388,6 +388,22 @@ def write_committed_cnn(presets=COMMITTED_CNN, log=print) -> list[Path]:
     """The command that made the committed trunks:
     `.venv/bin/python -c "from avsl_nbdev.encoders import write_committed_cnn; write_committed_cnn()"`."""
     return write_committed(presets, ObjectPretrainConfig, cnn_weights_name, pretrain_visual, log)
+
+# %% ../nbs/03_encoders.ipynb #b3d4f9e1
+def weights_difference(fresh: dict, ref: dict) -> tuple[float, float]:
+    """`(largest, distance)` between two state dicts with the same keys: the largest element difference of a tensor
+    relative to that tensor's largest magnitude, and the relative L2 distance over all floating-point tensors (inf when
+    the keys or an integer buffer differ)."""
+    if set(fresh) != set(ref): return float('inf'), float('inf')
+    largest, num, den = 0.0, 0.0, 0.0
+    for k, r in ref.items():
+        a, r = fresh[k].double(), r.double()
+        if not ref[k].is_floating_point():
+            if not torch.equal(a, r): return float('inf'), float('inf')
+            continue
+        largest = max(largest, float((a - r).abs().max() / r.abs().max().clamp_min(1e-8)))
+        num, den = num + float((a - r).pow(2).sum()), den + float(r.pow(2).sum())
+    return largest, (num / max(den, 1e-30)) ** 0.5
 
 # %% ../nbs/03_encoders.ipynb #2307bfe3
 @dataclass
