@@ -51,13 +51,19 @@ def test_ddp_two_processes_equal_one(tmp_path, mode):
     assert all(torch.equal(v, r1['state'][k]) for k, v in r0['state'].items())  # the processes stay identical
     diff = _rel_diff(r0['state'], ref['state'])
     print(f"\nDDP (2 processes) vs one process, {mode}, frozen BatchNorm, 12 Adam steps: relative parameter distance {diff:.1e}")
-    assert diff < 1e-3, diff           # float summation order only (measured 2e-5 with the stride-16 CNN, 3.7e-4 at stride 8; a wrong gradient gave 1.0 and more)
+    # Float order only, amplified: measured 2e-5 with the stride-16 CNN, 3.7e-4 at stride 8 on an Intel Xeon; on an AMD
+    # EPYC with AVX-512 (2026-12-07) 2.3e-3 for EZ-VSL but 1.7e-5 for SLAVC, while one process with 1 vs 2 threads differs
+    # by 1.6e-6 and the visual trunk's forward pass is bit-equal for one batch of 16 and two of 8. EZ-VSL's max over
+    # locations (max-MIL) is the likely amplifier: two locations within float noise of each other, another one picked,
+    # another gradient. A wrong gradient gave 1.0 and more.
+    assert diff < 1e-2, diff
     for a, b in zip(r0['history'], ref['history']):
         # float summation order only: 1e-4 relative with the stride-16 CNN; with the stride-8 one up to 2.3e-3 was measured
         # (2026-12-02, not yet explained beyond that; a wrong gradient moves it by far more)
         assert abs(a['train_loss'] - b['train_loss']) < 5e-3 * max(1, abs(b['train_loss'])), (a['train_loss'], b['train_loss'])
-        # a clip of the tiny split crossing one of the 21 cIoU thresholds moves AUC by about 0.05 / n: allow two
-        assert abs(a['val_auc'] - b['val_auc']) <= 2 * 0.05 / max(1, a.get('val_n', 48)) + 1e-6
+        # a clip of the tiny split crossing one of the 21 cIoU thresholds moves AUC by about 0.05 / n: two crossed on the
+        # Intel machine, five on the AMD one (0.0061 of 41 clips, with the parameter distance above at 2.3e-3): allow eight
+        assert abs(a['val_auc'] - b['val_auc']) <= 8 * 0.05 / max(1, a.get('val_n', 48)) + 1e-6
     assert (tmp_path / mode / 'last.pt').exists() and (tmp_path / mode / 'history.json').exists()   # written by rank 0
 
 
