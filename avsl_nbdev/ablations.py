@@ -271,7 +271,8 @@ CURVE_COLS = {'train_pl_accepted': 'accepted', 'train_pl_accept_rate': 'accept_r
               'train_pl_iou': 'iou', 'train_pl_teacher_iou': 'teacher_iou', 'val_auc': 'val_auc'}
 
 def results_frame(rows: list[dict]) -> 'pd.DataFrame':
-    "One row per run and seed: experiment, variant, x, seed and the test metrics of the validation-selected model."
+    """One row per run and seed: experiment, variant, x, seed and the test metrics of the validation-selected model;
+    a DMT run's row also has its stage-1 teachers' test cIoU@0.5 (`stage1_a_ciou50`, and `stage1_b_ciou50` with two)."""
     import pandas as pd
     out = []
     for r in rows:
@@ -279,13 +280,14 @@ def results_frame(rows: list[dict]) -> 'pd.DataFrame':
         if 'baseline' in r:
             out.append({**base, 'val_auc': res['val']['auc'], **{m: res['test'][m] for m in METRICS}})
             continue
-        out.append({**base, 'val_auc': res['stage2']['val']['auc'], **{m: res['stage2']['test'][m] for m in METRICS}})
+        teachers = {f'stage1_{k}_ciou50': res[s]['test']['ciou50'] for k, s in (('a', 'stage1'), ('b', 'stage1_b')) if s in res}
+        out.append({**base, 'val_auc': res['stage2']['val']['auc'], **{m: res['stage2']['test'][m] for m in METRICS}, **teachers})
         if r['exp'] == 'ratios' and r['variant'] == 'DMT':
             out.append({**base, 'variant': 'supervised-only (stage 1)', 'val_auc': res['stage1']['val']['auc'],
                         **{m: res['stage1']['test'][m] for m in METRICS}})
     return pd.DataFrame(out)
 
-def curves_frame(rows: list[dict], exps=('components', 'ratios')) -> 'pd.DataFrame':
+def curves_frame(rows: list[dict], exps=('components', 'ratios', 'backbones')) -> 'pd.DataFrame':
     "Per stage-2 epoch: pseudo-label statistics (accepted, accept rate, precision, IoU, the teachers' mask IoU) and validation AUC."
     import pandas as pd
     out = []

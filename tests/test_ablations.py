@@ -129,6 +129,11 @@ def test_results_frame_and_summary():
                   result={'val': {'auc': 0.5}, 'test': {m: 0.5 for m in METRICS}})]
     df = results_frame(rows)
     assert len(df) == 5 and set(df.variant) == {'DMT', 'supervised-only (stage 1)', 'EZ-VSL'}
+    dmt = df[df.variant == 'DMT'].sort_values('seed')
+    assert dmt.stage1_a_ciou50.tolist() == [0.1, 0.3]                            # the stage-1 teacher of each DMT row
+    assert df[df.variant != 'DMT'].stage1_a_ciou50.isna().all() and 'stage1_b_ciou50' not in df   # none without a teacher B
+    two = dict(rows[0], exp='backbones', result={**rows[0]['result'], 'stage1_b': {'val': {'auc': 0.7}, 'test': {'ciou50': 0.7}}})
+    assert results_frame([two])[['stage1_a_ciou50', 'stage1_b_ciou50']].values.tolist() == [[0.1, 0.7]]   # both teachers
     tab = summary(df, 'ratios', ('auc',))
     assert tab.loc['DMT @ 0.1', 'auc'] == '0.3 ± 0.1'                              # mean, population std over seeds
     assert tab.loc['supervised-only (stage 1) @ 0.1', 'auc'] == '0.2 ± 0.1'
