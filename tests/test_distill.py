@@ -126,7 +126,8 @@ def test_plugin_teachers(tmp_path, batch):
     assert torch.isfinite(m.losses(batch)['loss'])
 
 
-def test_visual_teacher_cache_is_atomic_and_reused(monkeypatch):
+def test_visual_teacher_cache_is_atomic_and_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv('AVSL_CACHE', str(tmp_path))      # an empty cache of its own: a cache left by another run would hold the file
     cfg = D.VisualTeacherConfig(image_size=64, n_images=16, epochs=1, init=None, batch_size=8)
     calls = []
     real = D.pretrain_visual_teacher
