@@ -41,19 +41,18 @@ def test_profile_script_at_tiny(tmp_path):
     assert r['a']['stage2_epoch']['teacher forward'] > 0 and r['a']['stage2_epoch']['EMA'] > 0
 
 
-def test_fp32_logits_script_at_tiny(tmp_path):
+def test_fp32_logits_script_at_tiny(tmp_path, monkeypatch):
     "The probe's similarities are fp32 under bf16 autocast and equal the plain fp32 ones; the script trains and writes its rows."
     import torch
-    sys.path.insert(0, str(ROOT / 'benchmarks'))
+    monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
     import avsl_nbdev.contrastive as C
     import fp32_logits
+    for name in ('similarity', 'loc_map'): monkeypatch.setattr(C, name, getattr(C, name))   # restored after the test
     v, a = torch.nn.functional.normalize(torch.randn(4, 8, 3, 3), dim=1), torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
-    ref, was = C.similarity(v, a, 0.03), (C.similarity, C.loc_map)
+    ref = C.similarity(v, a, 0.03)
     with torch.autocast('cpu', dtype=torch.bfloat16): low = C.similarity(v, a, 0.03)
-    try:
-        fp32_logits.fp32_similarities()
-        with torch.autocast('cpu', dtype=torch.bfloat16): hi, m = C.similarity(v, a, 0.03), C.loc_map(v, a, 0.03)
-    finally: C.similarity, C.loc_map = was
+    fp32_logits.fp32_similarities()
+    with torch.autocast('cpu', dtype=torch.bfloat16): hi, m = C.similarity(v, a, 0.03), C.loc_map(v, a, 0.03)
     assert low.dtype == torch.bfloat16 and hi.dtype == m.dtype == torch.float32
     assert torch.allclose(hi, ref) and (low.float() - ref).abs().max() > 1e-3       # bf16 logits are coarse; the probe's are not
     out = tmp_path / 'fp32.csv'
