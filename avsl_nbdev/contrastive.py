@@ -21,12 +21,14 @@ __all__ = ['METHODS', 'MODEL_LATE_FIELDS', 'similarity', 'loc_map', 'mask_repeat
 
 # %% ../nbs/04_contrastive.ipynb #f1338a87
 def similarity(v: torch.Tensor, a: torch.Tensor, tau: float) -> torch.Tensor:
-    "All-pairs similarity maps `[B_v, B_a, h, w]` of visual maps `[B_v, D, h, w]` and audio vectors `[B_a, D]`."
-    return torch.einsum('nchw,mc->nmhw', v, a) / tau
+    "All-pairs similarity maps `[B_v, B_a, h, w]` (fp32, also under autocast) of visual maps `[B_v, D, h, w]` and audio vectors `[B_a, D]`."
+    with torch.autocast(v.device.type, enabled=False):
+        return torch.einsum('nchw,mc->nmhw', v.float(), a.float()) / tau
 
 def loc_map(v: torch.Tensor, a: torch.Tensor, tau: float) -> torch.Tensor:
-    "Localization maps `[B, h, w]` of matching pairs."
-    return torch.einsum('nchw,nc->nhw', v, a) / tau
+    "Localization maps `[B, h, w]` (fp32, also under autocast) of matching pairs."
+    with torch.autocast(v.device.type, enabled=False):
+        return torch.einsum('nchw,nc->nhw', v.float(), a.float()) / tau
 
 # %% ../nbs/04_contrastive.ipynb #06d3fb01
 def mask_repeats(logits: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:

@@ -17,7 +17,7 @@ from .core import (PRESETS, ConfigError, TEACHER_B_SEED_OFFSET, UNLABELED_SEED_O
 from .data import SynthConfig, load_benchmark, split_dataset, labeled_subset
 from .metrics import minmax, upsample
 from .contrastive import ModelConfig, METHODS, build_model, model_key
-from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, run_folder
+from .train import TrainConfig, fit, evaluate, labeled_mask, resolve_device, run_dir, run_folder, arithmetic_key
 from .teachers import teacher_configs, train_teacher, mask_iou
 from .filtering import pseudo_masks, label_quality, confidence_threshold
 from .ipl import combine_masks, COMBINE
@@ -205,6 +205,7 @@ def _train_cfg(cfg: DMTConfig, epochs: int, seed: int, stage: int = 1) -> TrainC
                        eval_batch_size=cfg.eval_batch_size)
 
 CODE_VERSION = 4   # part of every cached run's key: bump it when a change in the code changes what training produces
+                   # (a change of bf16 arithmetic only changes `train.ARITHMETIC`, which only bf16 runs' keys hold)
 
 def data_key(bench) -> dict: return {s: bench[s]._fingerprint for s in ('train', 'val')}
 
@@ -251,7 +252,7 @@ def teacher_runs(cfg: DMTConfig, bench, out_dir=None, synth=None) -> list[tuple]
     for k, mcfg, w in zip('ab', model_configs(cfg), warm):
         tcfg = _train_cfg(cfg, max(1, cfg.stage1_epochs), cfg.seed + (TEACHER_B_SEED_OFFSET if k == 'b' else 0))   # 0 epochs: never written
         key = {'model': model_key(mcfg), 'train': asdict(tcfg), 'labeled': [cfg.labeled, cfg.labeled_seed],
-               'samples': cfg.stage1_samples, 'data': data_key(bench), 'code': CODE_VERSION}
+               'samples': cfg.stage1_samples, 'data': data_key(bench), 'code': CODE_VERSION, **arithmetic_key(tcfg.device, tcfg.amp)}
         if w: key.update(warm_start=_warm_dir(w, synth).name, start_is_candidate=True)   # `fit`'s select_start: the start is a candidate
         out.append((k, mcfg, tcfg, Path(out_dir) / f'teacher_{k}' if out_dir else run_dir(f'teacher-{k}', key), w))
     return out
@@ -262,7 +263,8 @@ def _warm_dir(w: tuple, synth) -> Path:
 
 def stage2_folder(cfg: DMTConfig, bench) -> Path:
     "The run-cache folder of a DMT run's stage 2 (and its `result.json`): the one place the stage-2 key is built."
-    return run_dir('dmt-stage2', {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION})
+    return run_dir('dmt-stage2', {'dmt': dmt_key(cfg), 'data': data_key(bench), 'code': CODE_VERSION,
+                                  **arithmetic_key(cfg.device, cfg.amp)})
 
 def stage1(cfg: DMTConfig, bench, out_dir=None, log=print, resume: bool = True, which: str = 'ab', synth=None,
            is_lab: torch.Tensor | None = None, runs: list | None = None):

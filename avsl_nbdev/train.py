@@ -18,12 +18,12 @@ from .metrics import LocalizationMeter
 from .contrastive import ModelConfig, build_model, model_key
 
 # %% auto #0
-__all__ = ['BASELINES', 'CALIBRATION_SIZES', 'CALIBRATION_STRIDES', 'CALIBRATION_MODELS', 'CALIBRATION_EPOCHS', 'TrainConfig',
-           'resolve_device', 'labeled_mask', 'to_device', 'autocast', 'epoch_seed', 'make_loader', 'shard_order',
-           'localize', 'evaluate', 'lr_factor', 'load_checkpoint', 'check_finite', 'fit', 'runs_dir', 'run_dir',
-           'run_folder', 'result_folder', 'run', 'load_run_model', 'with_pretrained_visual', 'baseline_model',
-           'baseline_configs', 'baseline_grid', 'calibration_runs', 'calibration_grid', 'results_table',
-           'baselines_file', 'mean_std_table', 'show_maps']
+__all__ = ['ARITHMETIC', 'BASELINES', 'CALIBRATION_SIZES', 'CALIBRATION_STRIDES', 'CALIBRATION_MODELS', 'CALIBRATION_EPOCHS',
+           'TrainConfig', 'resolve_device', 'labeled_mask', 'to_device', 'uses_bf16', 'autocast', 'arithmetic_key',
+           'epoch_seed', 'make_loader', 'shard_order', 'localize', 'evaluate', 'lr_factor', 'load_checkpoint',
+           'check_finite', 'fit', 'runs_dir', 'run_dir', 'run_folder', 'result_folder', 'run', 'load_run_model',
+           'with_pretrained_visual', 'baseline_model', 'baseline_configs', 'baseline_grid', 'calibration_runs',
+           'calibration_grid', 'results_table', 'baselines_file', 'mean_std_table', 'show_maps']
 
 # %% ../nbs/04b_train.ipynb #d459eb47
 @dataclass
@@ -92,10 +92,21 @@ def to_device(batch: dict, device: torch.device, channels_last: bool = False) ->
             if k in out and out[k].dim() == 4: out[k] = out[k].contiguous(memory_format=torch.channels_last)
     return out
 
+def uses_bf16(device: torch.device, enabled: bool = True) -> bool:
+    "Whether `autocast(device, enabled)` computes in bf16: on CUDA, and on CPUs that multiply bf16 natively (`core.native_bf16`)."
+    return enabled and (device.type == 'cuda' or (device.type == 'cpu' and native_bf16()))
+
 def autocast(device: torch.device, enabled: bool = True):
     "bf16 autocast on CUDA and on CPUs that multiply bf16 natively (`core.native_bf16`); fp32 elsewhere, where bf16 is emulated and slow."
-    on = enabled and (device.type == 'cuda' or (device.type == 'cpu' and native_bf16()))
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, enabled))
+
+ARITHMETIC = 'bf16 autocast, fp32 similarities'   # the mixed-precision rules of bf16 runs: change it when they change
+
+def arithmetic_key(device: str, amp: bool) -> dict:
+    """What a run's arithmetic adds to its key: nothing in fp32, so the keys of fp32 runs never change; under bf16
+    autocast, `ARITHMETIC`. Runs made before the similarities moved to fp32 (the contrastive chapter) therefore are
+    never served as today's, and a cache shared between a bf16 and an fp32 machine keeps their runs apart."""
+    return {'arithmetic': ARITHMETIC} if uses_bf16(resolve_device(device), amp) else {}
 
 # %% ../nbs/04b_train.ipynb #082329ed
 def epoch_seed(seed: int, epoch: int) -> int: return seed * 100_003 + epoch
@@ -309,9 +320,12 @@ def run_dir(name: str, cfgs: dict) -> Path:
 
 def run_folder(name: str, synth_cfg, model_cfg, train_cfg, extra: dict | None = None) -> Path:
     """The folder of run `name`: `run_dir` of its configs (dataclasses or their dicts) and `extra` JSON-able configs —
-    the one place a run's key is built (`run`, `load_run_model`, the sweeps, the warm start, the distillation grid)."""
+    the one place a run's key is built (`run`, `load_run_model`, the sweeps, the warm start, the distillation grid);
+    a bf16 run's key also holds its arithmetic (`arithmetic_key`)."""
     d = lambda c: c if isinstance(c, dict) else asdict(c)
-    return run_dir(name, {'synth': d(synth_cfg), 'model': model_key(model_cfg), 'train': d(train_cfg), **(extra or {})})
+    t = d(train_cfg)
+    return run_dir(name, {'synth': d(synth_cfg), 'model': model_key(model_cfg), 'train': t,
+                          **arithmetic_key(t['device'], t['amp']), **(extra or {})})
 
 def result_folder(res: dict, extra=()) -> Path:
     "The folder of a finished run from its result dict (`run`'s), whose `extra` keys are part of the key."

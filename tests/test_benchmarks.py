@@ -40,24 +40,3 @@ def test_profile_script_at_tiny(tmp_path):
         assert sec['backward'] > 0 and sec['training forward'] > 0 and sec['validation'] > 0
     assert r['a']['stage2_epoch']['teacher forward'] > 0 and r['a']['stage2_epoch']['EMA'] > 0
 
-
-def test_fp32_logits_script_at_tiny(tmp_path, monkeypatch):
-    "The probe's similarities are fp32 under bf16 autocast and equal the plain fp32 ones; the script trains and writes its rows."
-    import torch
-    monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
-    import avsl_nbdev.contrastive as C
-    import fp32_logits
-    for name in ('similarity', 'loc_map'): monkeypatch.setattr(C, name, getattr(C, name))   # restored after the test
-    v, a = torch.nn.functional.normalize(torch.randn(4, 8, 3, 3), dim=1), torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
-    ref = C.similarity(v, a, 0.03)
-    with torch.autocast('cpu', dtype=torch.bfloat16): low = C.similarity(v, a, 0.03)
-    fp32_logits.fp32_similarities()
-    with torch.autocast('cpu', dtype=torch.bfloat16): hi, m = C.similarity(v, a, 0.03), C.loc_map(v, a, 0.03)
-    assert low.dtype == torch.bfloat16 and hi.dtype == m.dtype == torch.float32
-    assert torch.allclose(hi, ref) and (low.float() - ref).abs().max() > 1e-3       # bf16 logits are coarse; the probe's are not
-    out = tmp_path / 'fp32.csv'
-    _script('fp32_logits.py', ['--preset', 'tiny', '--seeds', '0', '--cache', str(tmp_path / 'fp32cache'), '--out', str(out)], tmp_path)
-    import pandas as pd
-    r = pd.read_csv(out)
-    assert len(r) == 1 and r.seed.tolist() == [0] and 0 <= r.ciou50[0] <= 1 and r.minutes[0] >= 0
-    assert (tmp_path / 'fp32cache' / 'runs').is_dir() and not (tmp_path / 'runs').exists()     # its own runs folder, not $AVSL_RUNS

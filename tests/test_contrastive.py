@@ -27,6 +27,18 @@ def test_similarity_and_map_by_loops():
     assert torch.allclose(loc_map(v, a, 0.5), torch.stack([S[i, i] for i in range(3)]))
 
 
+def test_similarities_stay_fp32_under_bf16_autocast():
+    "Under bf16 autocast the logits cos / tau are computed in fp32 (bf16 would round them in steps of ~0.13 at tau = 0.03)."
+    v, a = _norm(3, 8, 2, 2, seed=1), _norm(3, 8, seed=2)
+    ref = torch.einsum('nchw,mc->nmhw', v.double(), a.double()) / 0.03
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        s, m = similarity(v, a, 0.03), loc_map(v, a, 0.03)
+        plain = torch.einsum('nchw,mc->nmhw', v, a) / 0.03         # what the functions computed before
+    assert s.dtype == m.dtype == torch.float32 and plain.dtype == torch.bfloat16
+    assert (s.double() - ref).abs().max() < 1e-4 < (plain.double() - ref).abs().max()
+    assert torch.allclose(m, torch.diagonal(s, dim1=0, dim2=1).permute(2, 0, 1))
+
+
 def test_ezvsl_loss_by_loops():
     v, a, tau = _norm(4, 6, 3, 3, seed=2), _norm(4, 6, seed=3), 0.1
     logit = [[max((v[n, :, i, j] @ a[m]).item() for i in range(3) for j in range(3)) / tau for m in range(4)] for n in range(4)]

@@ -324,3 +324,18 @@ def test_stage1_box_weight_is_stage1s_own(tiny_bench):
     d = DualMeanTeacher(own, teachers)
     assert [s.cfg.box_weight for s in d.students] == [1.0, 1.0] and [t.cfg.box_weight for t in d.teachers] == [4.0, 4.0]
     with pytest.raises(ConfigError, match='DMTConfig.stage1_box_weight'): DMTConfig.preset('tiny', stage1_box_weight=0.0)
+
+
+def test_bf16_runs_hold_their_arithmetic_in_their_keys(tiny_bench, monkeypatch):
+    "A run under bf16 autocast (here: a CPU that pretends to multiply bf16) gets its own folders; fp32 runs' keys do not move."
+    import avsl_nbdev.train as T
+    from avsl_nbdev.dmt import teacher_runs, stage2_folder
+    folders = lambda c: ([r[3] for r in teacher_runs(c, tiny_bench)], stage2_folder(c, tiny_bench))
+    on, off = DMTConfig.preset('tiny', device='cpu'), DMTConfig.preset('tiny', device='cpu', amp=False)
+    monkeypatch.setattr(T, 'native_bf16', lambda: False)
+    fp32_on, fp32_off = folders(on), folders(off)
+    monkeypatch.setattr(T, 'native_bf16', lambda: True)
+    bf16_on, bf16_off = folders(on), folders(off)
+    assert T.arithmetic_key('cpu', True) == {'arithmetic': T.ARITHMETIC} and T.arithmetic_key('cpu', False) == {}
+    assert set(fp32_on[0]).isdisjoint(bf16_on[0]) and fp32_on[1] != bf16_on[1]
+    assert bf16_off == fp32_off                                  # amp off: fp32 on any CPU, one key
