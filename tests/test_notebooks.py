@@ -16,7 +16,7 @@ def test_readme_is_the_rendered_front_page():
     text = render()
     assert (ROOT / 'README.md').read_text() == text, 'README.md differs from nbs/index.ipynb: run python tests/render_readme.py'
     assert len(text.encode()) <= 12_000
-    for link in ('nbs/15_report.ipynb', 'figures/ablation_ratios_cpu-pretrained.png', 'make demo', 'make test'):
+    for link in ('nbs/15_report.ipynb', 'figures/ablation_ratios_cpu-pretrained-fp32sim.png', 'make demo', 'make test'):
         assert link in text, link
     assert '](../' not in text                                   # every link resolved from the repository root
 
