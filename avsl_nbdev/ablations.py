@@ -70,7 +70,7 @@ class AblationConfig:
             'base_preset': (lambda v: v in ('tiny', 'cpu', 'gpu'), "'tiny', 'cpu' or 'gpu'"),
             'seeds': (lambda v: int(v) == v and v >= 1, 'a positive integer'),
             'study_seeds': (lambda v: v is None or (int(v) == v and v >= 1), 'None or a positive integer'),
-            'ratios': (lambda v: len(v) > 0 and all(amount(r) for r in v), 'labeled counts (int) or ratios in (0, 1)'),
+            'ratios': (lambda v: all(amount(r) for r in v), 'labeled counts (int) or ratios in (0, 1) (empty: no ratio sweep)'),
             'ratio': (amount, 'a labeled count (int) or a ratio in (0, 1)'),
             'multiples': (lambda v: all(m > 0 for m in v), 'positive multiples (empty: no unlabeled-amount study)'),
             'pairs': (pair_ok, "pairs of two different letters of R, V, S, e.g. 'VS'"),
@@ -462,7 +462,9 @@ def run_ablations(a: AblationConfig | str | None = None, out_dir=None, jobs: int
     atomic_write_json({**meta, 'trivial': {k: {m: v[m] for m in METRICS} for k, v in trivial.items()}, 'tables': tables},
                       out / f'ablations_{p}.json')
     bb, order = backbone_frame(df)
-    figs = {'ratios': fig_ratios(df, trivial, n_train=a.synth_config().n_train), 'qualitative': fig_qualitative(a, rows)}
+    figs = {}
+    if a.ratios:                                            # the ratio figure, and the models the qualitative one shows
+        figs = {'ratios': fig_ratios(df, trivial, n_train=a.synth_config().n_train), 'qualitative': fig_qualitative(a, rows)}
     if a.components: figs['components'] = fig_components(df, curves, trivial)
     if a.pairs or a.slavc_pairs: figs['backbones'] = fig_bars(bb, 'backbones', order=order)   # experiments the sweep has
     if a.multiples: figs['unlabeled'] = fig_unlabeled(df, trivial)
